@@ -1,0 +1,45 @@
+"""A mixture given in the config, for reproducing a published mixture or a hand-made one."""
+
+import numpy as np
+
+from mixbench.errors import ConfigError
+from mixbench.method import MethodContext, StaticMethod, register
+from mixbench.simplex import validate_mixture
+
+
+@register
+class Fixed(StaticMethod):
+    """Train on `mixture`: a list with one weight per domain, or a mapping from domain to weight.
+
+    Weights must sum to 1 unless `normalize` is true. In a mapping, domains left out get weight 0.
+    """
+
+    name = "fixed"
+    needs_configuration = True
+
+    def __init__(self, mixture=None, normalize: bool = False):
+        self.mixture = mixture
+        self.normalize = normalize
+
+    def check(self, context: MethodContext) -> None:
+        self.resolve(context.domains)
+
+    def optimize(self, context: MethodContext) -> np.ndarray:
+        return self.resolve(context.domains)
+
+    def resolve(self, domains: tuple[str, ...]) -> np.ndarray:
+        """Return the configured mixture as a vector over `domains`, validated."""
+        if self.mixture is None:
+            raise ConfigError(
+                "method fixed needs a mixture; set method.mixture=[w1,...] with one weight per domain "
+                f"({', '.join(domains)}) or method.mixture={{domain: weight}}."
+            )
+        weights = self.mixture
+        if hasattr(weights, "items"):
+            unknown = sorted(set(weights) - set(domains))
+            if unknown:
+                raise ConfigError(
+                    f"method.mixture names unknown domain(s) {', '.join(unknown)}; the domains are {', '.join(domains)}."
+                )
+            weights = [float(weights.get(domain, 0.0)) for domain in domains]
+        return validate_mixture(list(weights), domains, normalize=bool(self.normalize), name="method.mixture")

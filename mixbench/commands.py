@@ -1,0 +1,152 @@
+"""What each `mixbench` command does, as plain functions of a config.
+
+The command line calls these through Hydra; a notebook can call them with a config built by
+`mixbench.api.load_config` (or any mapping with the same keys).
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mixbench.engine import run_method, save_method_result
+from mixbench.errors import ConfigError
+from mixbench.method import MethodContext, available_methods, build_method, get_method_class
+from mixbench.report import load_results, summarize, to_markdown, write_tables
+from mixbench.runs import RunStore
+from mixbench.setting import CorpusSetting, check_settings
+
+log = logging.getLogger("mixbench")
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def _set_threads(train: dict) -> None:
+    threads = int(train.get("threads", 0) or 0)
+    if threads < 0:
+        raise ConfigError(f"train.threads={threads} is invalid; use a positive thread count (or 0 for torch's default).")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def prepare(cfg):
+    """Build or verify the corpus described by `cfg.data` and log one line per domain."""
+    from mixbench.data import prepare_corpus
+
+    corpus = prepare_corpus(_plain(cfg.data))
+    for domain in corpus.domains:
+        log.info(
+            "domain %-13s train %9d  val %8d  test %8d tokens",
+            domain,
+            corpus.num_tokens(domain, "train"),
+            corpus.num_tokens(domain, "val"),
+            corpus.num_tokens(domain, "test"),
+        )
+    log.info("corpus %s (tokenizer %s, fingerprint %s)", corpus.root, corpus.tokenizer_id, corpus.fingerprint[:16])
+    return corpus
+
+
+def _setting(cfg, corpus) -> CorpusSetting:
+    model, train = _plain(cfg.model), _plain(cfg.train)
+    check_settings(model, train)
+    return CorpusSetting(name=str(cfg.data.name), corpus=corpus, domains=corpus.domains, model=model, train=train)
+
+
+def method_config(name: str, overrides: dict | None = None) -> dict:
+    """Return a method's config: its conf/method file when present, then `overrides`."""
+    path = CONF_DIR / "method" / f"{name}.yaml"
+    config = _plain(OmegaConf.load(path)) if path.exists() else {"name": name}
+    config.update(overrides or {})
+    return config
+
+
+def run(cfg):
+    """Run one method end to end and save its result under results_dir/<experiment.name>."""
+    train = _plain(cfg.train)
+    _set_threads(train)
+    store = RunStore(cfg.results_dir)
+    config = _plain(cfg.method)
+    method = build_method(config)
+    corpus = prepare(cfg)
+    setting = _setting(cfg, corpus)
+    method.check(setting.context(int(cfg.seed)))
+
+    result = run_method(config, setting, store, int(cfg.seed))
+    save_method_result(result, Path(cfg.results_dir) / cfg.experiment.name)
+    final = result.final
+    if final.get("status") != "complete":
+        raise ConfigError(f"run {final['id']} of method {result.method!r} failed: {final.get('error')}")
+    log.info(
+        "%s seed %d: average test perplexity %.3f (run %s)",
+        result.method,
+        result.seed,
+        sum(final["test_perplexity"]) / len(final["test_perplexity"]),
+        final["id"],
+    )
+    return result
+
+
+def benchmark_methods(experiment) -> list[str]:
+    """Resolve the experiment's method list: a list of names, or "all" registered methods."""
+    wanted = experiment.methods
+    overrides = _plain(experiment.get("method_overrides") or {})
+    exclude = set(experiment.get("exclude") or [])
+    if isinstance(wanted, str):
+        if wanted != "all":
+            raise ConfigError(f"experiment.methods={wanted!r} is invalid; give a list of method names or 'all'.")
+        names = [name for name in available_methods() if not get_method_class(name).needs_configuration or name in overrides]
+    else:
+        names = list(wanted)
+        for name in names:
+            get_method_class(name)
+    return [name for name in names if name not in exclude]
+
+
+def benchmark(cfg):
+    """Run every method of the experiment at every seed, then write and print the table."""
+    train = _plain(cfg.train)
+    _set_threads(train)
+    store = RunStore(cfg.results_dir)
+    experiment = cfg.experiment
+    overrides = _plain(experiment.get("method_overrides") or {})
+    names = benchmark_methods(experiment)
+    seeds = [int(seed) for seed in experiment.seeds]
+    if not names or not seeds:
+        raise ConfigError(f"experiment {experiment.name!r} has no methods or no seeds; set experiment.methods and experiment.seeds.")
+
+    # Build every method and check its settings before any training starts.
+    configs = {name: method_config(name, overrides.get(name)) for name in names}
+    corpus = prepare(cfg)
+    setting = _setting(cfg, corpus)
+    for name, config in configs.items():
+        build_method(config).check(setting.context(seeds[0]))
+
+    directory = Path(cfg.results_dir) / experiment.name
+    log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
+    for seed in seeds:
+        for name in names:
+            result = run_method(configs[name], setting, store, seed)
+            save_method_result(result, directory)
+    return table_for(directory, store)
+
+
+def table_for(directory: Path, store: RunStore) -> list[dict]:
+    rows = summarize(load_results(directory), store)
+    markdown, _ = write_tables(rows, directory)
+    print(to_markdown(rows))
+    log.info("wrote %s and %s", markdown, markdown.with_suffix(".csv"))
+    return rows
+
+
+def table(cfg):
+    """Rebuild results_dir/<experiment>/table.md and table.csv from records only."""
+    directory = Path(cfg.results_dir) / str(cfg.experiment)
+    return table_for(directory, RunStore(cfg.results_dir))
+
+
+TASKS = {"prepare": prepare, "run": run, "benchmark": benchmark, "table": table}

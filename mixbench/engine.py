@@ -1,0 +1,264 @@
+"""Run methods end to end: prerequisite and probe runs, the training loop around the backend, records.
+
+`execute_run` is the one outer loop every run goes through (static or online, real or simulated):
+rounds of an online method, periodic validation, checkpoints, and the final test evaluation.
+`run_method` executes a method's explore-fit-optimize cycle against the run store.
+"""
+
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mixbench.backend import TrainingBackend
+from mixbench.errors import RunFailedError
+from mixbench.method import MethodContext, MixingMethod, Observation, OnlineMethod, Probe, build_method
+from mixbench.runs import RunSpec, RunStore, write_json_atomic
+from mixbench.simplex import validate_mixture
+
+log = logging.getLogger(__name__)
+
+
+class Setting(Protocol):
+    """A place to run methods: the real corpus with the harness, or the simulator."""
+
+    name: str
+    domains: tuple[str, ...]
+
+    def context(self, seed: int) -> MethodContext: ...
+
+    def spec(self, seed: int, *, mixture=None, method=None, probe: Probe | None = None, role: str = "final") -> RunSpec: ...
+
+    def make_backend(self, spec: RunSpec) -> TrainingBackend: ...
+
+    def final_metrics(self, backend: TrainingBackend, test_losses: np.ndarray) -> dict: ...
+
+    def is_main_process(self) -> bool: ...
+
+
+@dataclass
+class LoopState:
+    """What the outer loop carries between checkpoints, besides the backend's own state."""
+
+    mixture: np.ndarray
+    metrics: list[dict] = field(default_factory=list)
+    trajectory: list[dict] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
+
+
+def _save_checkpoint(directory: Path, backend, loop: LoopState, method: MixingMethod | None) -> None:
+    """Write backend, loop and method state to `directory/checkpoint` atomically (temp folder, rename)."""
+    import torch
+
+    temporary = Path(tempfile.mkdtemp(dir=directory, prefix=".checkpoint-"))
+    torch.save({"backend": backend.state_dict(), "loop": loop, "method": pickle.dumps(method)}, temporary / "state.pt")
+    target = directory / "checkpoint"
+    old = directory / ".checkpoint-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(temporary, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(directory: Path):
+    import torch
+
+    path = directory / "checkpoint" / "state.pt"
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=False)
+    return state["backend"], state["loop"], pickle.loads(state["method"])
+
+
+def _next_stop(step: int, total: int, *intervals: int) -> int:
+    stops = [total] + [(step // every + 1) * every for every in intervals if every and every > 0]
+    return min(stops)
+
+
+def execute_run(
+    spec: RunSpec,
+    setting: Setting,
+    run_dir: Path,
+    method: OnlineMethod | None = None,
+    context: MethodContext | None = None,
+) -> dict:
+    """Train the run described by `spec` to the end, resuming from its checkpoint, and return its record."""
+    backend = setting.make_backend(spec)
+    train = spec.train
+    eval_every, checkpoint_every = int(train.get("eval_every", 0)), int(train.get("checkpoint_every", 0))
+    round_steps = method.round_steps if method is not None else 0
+    main = setting.is_main_process()
+
+    initial = np.asarray(spec.mixture) if spec.mixture is not None else method.initial_mixture(context)
+    loop = LoopState(mixture=validate_mixture(initial, setting.domains))
+    resumed = _load_checkpoint(run_dir) if run_dir is not None else None
+    if resumed is not None:
+        backend_state, loop, method = resumed
+        backend.load_state_dict(backend_state)
+        log.info("run %s: resuming from step %d", spec.id, backend.step)
+
+    progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}", disable=not main, leave=False)
+    try:
+        while backend.step < backend.total_steps:
+            # An online method explores, fits and picks a new mixture at each round boundary.
+            if method is not None and backend.step % round_steps == 0:
+                loop.mixture = _online_round(method, context, backend, loop)
+
+            # Train up to the next evaluation, checkpoint or round boundary.
+            stop = _next_stop(backend.step, backend.total_steps, eval_every, checkpoint_every, round_steps)
+            hook = method.step_hook(context) if method is not None else None
+            by_weights = method.by_loss_weights if method is not None else False
+            before = backend.step
+            result = backend.train(stop - backend.step, loop.mixture, by_loss_weights=by_weights, hook=hook)
+            if result.mixtures:
+                loop.mixture = result.mixtures[-1]
+            progress.update(backend.step - before)
+
+            # Periodic validation: one log line with the step, per-domain losses and the mixture.
+            if backend.step == backend.total_steps or (eval_every and backend.step % eval_every == 0):
+                _record_evaluation(backend, loop, setting, main)
+
+            if checkpoint_every and backend.step % checkpoint_every == 0 and backend.step < backend.total_steps:
+                if main:
+                    _save_checkpoint(run_dir, backend, loop, method)
+    except RunFailedError as error:
+        progress.close()
+        return {"status": "failed", "error": str(error), "step": backend.step, "metrics": loop.metrics, "role": spec.role}
+    progress.close()
+
+    test_losses = backend.evaluate("test")
+    record = {
+        "status": "complete",
+        "role": spec.role,
+        "domains": list(setting.domains),
+        "final_mixture": loop.mixture.tolist(),
+        "val_losses": loop.metrics[-1]["losses"] if loop.metrics else None,
+        "test_losses": test_losses.tolist(),
+        "metrics": loop.metrics,
+        "trajectory": loop.trajectory,
+        "rounds": loop.rounds,
+        "compute": backend.compute.as_dict(),
+        "method_state": _jsonable_state(method) if method is not None else None,
+    }
+    record.update(setting.final_metrics(backend, test_losses))
+    return record
+
+
+def _online_round(method: OnlineMethod, context: MethodContext, backend, loop: LoopState) -> np.ndarray:
+    """Run one round's exploration sub-rounds on the live model, fit the method, return its mixture."""
+    observations = []
+    for probe in method.explore(context):
+        before = backend.evaluate("val")
+        backend.train(int(probe.steps), probe.mixture, purpose="exploration")
+        after = backend.evaluate("val")
+        observations.append(Observation(probe.mixture, after, before=before, steps=int(probe.steps), role="exploration"))
+    method.fit(observations, context)
+    mixture = validate_mixture(method.optimize(context), context.domains, name=f"mixture chosen by {method.name}")
+    estimate = getattr(method, "A_", None)
+    loop.rounds.append({"step": backend.step, "mixture": mixture.tolist(), "A": None if estimate is None else np.asarray(estimate).tolist()})
+    return mixture
+
+
+def _record_evaluation(backend, loop: LoopState, setting: Setting, main: bool) -> None:
+    losses = backend.evaluate("val")
+    seen = backend.compute.train_tokens + backend.compute.exploration_tokens
+    loop.metrics.append({"step": backend.step, "split": "val", "losses": losses.tolist(), "tokens_seen": seen, "mixture": loop.mixture.tolist()})
+    loop.trajectory.append({"step": backend.step, "mixture": loop.mixture.tolist()})
+    if main:
+        per_domain = " ".join(f"{d}={loss:.3f}" for d, loss in zip(setting.domains, losses))
+        mixture = " ".join(f"{w:.3f}" for w in loop.mixture)
+        log.info("step %d | val loss %.4f | %s | mixture %s", backend.step, float(np.mean(losses)), per_domain, mixture)
+
+
+def _jsonable_state(method: MixingMethod) -> dict:
+    state = {}
+    for key, value in method.fitted_state().items():
+        state[key] = np.asarray(value).tolist() if isinstance(value, (np.ndarray, list, tuple, float, int)) else repr(value)
+    return state
+
+
+@dataclass
+class MethodResult:
+    """The outcome of one method at one seed: its final run and every extra run it needed."""
+
+    method: str
+    params: dict
+    seed: int
+    final: dict
+    extra: list[dict]
+    fitted: dict
+    wall_time_s: float
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "params": self.params,
+            "seed": self.seed,
+            "final_run": self.final["id"],
+            "extra_runs": [{"id": record["id"], "role": record.get("role")} for record in self.extra],
+            "fitted": self.fitted,
+            "status": self.final.get("status"),
+            "wall_time_s": self.wall_time_s,
+        }
+
+
+def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore, seed: int) -> MethodResult:
+    """Run one method at one seed end to end: its probe runs, its fit, and its final run."""
+    method = build_method(method_config)
+    context = setting.context(seed)
+    started = time.perf_counter()
+    extra: list[dict] = []
+
+    def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
+        return execute_run(spec, setting, run_dir, method=online, context=context)
+
+    if method.kind == "static":
+        observations = []
+        for probe in method.explore(context):
+            spec = setting.spec(seed, probe=probe, role=probe.role)
+            record, _ = store.get_or_run(spec, train)
+            extra.append(record)
+            if record.get("status") != "complete":
+                raise RunFailedError(f"probe run {spec.id} of method {method.name!r} failed: {record.get('error')}")
+            observations.append(
+                Observation(np.asarray(spec.mixture), np.asarray(record["val_losses"]), run_id=spec.id, role=probe.role)
+            )
+        method.fit(observations, context)
+        mixture = validate_mixture(method.optimize(context), setting.domains, name=f"mixture chosen by {method.name}")
+        final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train)
+    else:
+        spec = setting.spec(seed, method={"name": method.name, **method.get_params()}, role="proxy" if method.trains_proxy else "final")
+        run, _ = store.get_or_run(spec, lambda s, d: train(s, d, online=build_method(method_config)))
+        if method.trains_proxy:
+            extra.append(run)
+            trajectory = [np.asarray(point["mixture"]) for point in run["trajectory"]]
+            mixture = validate_mixture(method.final_mixture(trajectory, context), setting.domains, normalize=True)
+            final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train)
+        else:
+            final = run
+
+    return MethodResult(
+        method=method.name,
+        params=method.get_params(),
+        seed=seed,
+        final=final,
+        extra=extra,
+        fitted=_jsonable_state(method),
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def save_method_result(result: MethodResult, directory: Path) -> Path:
+    """Write a method result next to the experiment's table, atomically."""
+    path = Path(directory) / "methods" / f"{result.method}-seed{result.seed}.json"
+    write_json_atomic(path, result.to_dict())
+    return path

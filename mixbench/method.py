@@ -1,0 +1,221 @@
+"""The explore-fit-optimize interface of every mixing method, and the method registry.
+
+Each method is an estimator of the implicit matrix A of a linear mixing law:
+
+- `explore(context)` returns the probe runs (static methods) or the exploration sub-rounds
+  (online methods) that the method needs; the harness, not the method, executes and caches them;
+- `fit(observations, context)` estimates the law from what exploration observed, stores it in
+  attributes ending in `_`, and returns self;
+- `optimize(context)` returns the next mixture.
+
+As in scikit-learn, `__init__` only stores hyperparameters under their config names, so
+`get_params()` can rebuild the method and the run store can hash it.
+"""
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mixbench.backend import StepHook
+from mixbench.errors import ConfigError, unknown_name_error
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may know about the setting before it trains anything.
+
+    `train_tokens` is the number of training tokens per domain, in the order of `domains`.
+    """
+
+    domains: tuple[str, ...]
+    eval_sets: tuple[str, ...]
+    train_tokens: np.ndarray
+    total_steps: int
+    tokens_per_step: int
+    seed: int = 0
+
+    @property
+    def m(self) -> int:
+        return len(self.domains)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One exploration request.
+
+    For a static method it is a whole probe run, trained once and cached in the run store,
+    optionally with a smaller model or fewer steps (`model` and `train` are overrides of the
+    main run's settings). For an online method it is a sub-round of `steps` training steps
+    on the live model, followed by a validation pass.
+    """
+
+    mixture: np.ndarray
+    steps: int | None = None
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    role: str = "probe"
+    seed: int | None = None
+
+
+@dataclass
+class Observation:
+    """The outcome of one probe: validation losses after it, and before it for sub-rounds."""
+
+    mixture: np.ndarray
+    losses: np.ndarray
+    before: np.ndarray | None = None
+    steps: int = 0
+    run_id: str | None = None
+    role: str = "probe"
+
+
+class MixingMethod:
+    """Base class of every mixing method. Subclasses set `name` and implement `optimize`."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "static"
+    # A method that cannot run without a setting of its own (e.g. `fixed` needs a mixture)
+    # sets this so that "run every method" skips it unless it is configured.
+    needs_configuration: ClassVar[bool] = False
+
+    def check(self, context: MethodContext) -> None:
+        """Raise ConfigError for settings that cannot work in `context`, before any training starts."""
+
+    def explore(self, context: MethodContext) -> list[Probe]:
+        """Return the probe runs this method needs before it can choose a mixture."""
+        return []
+
+    def fit(self, observations: list[Observation], context: MethodContext) -> "MixingMethod":
+        """Estimate the method's law from `observations`; the default has nothing to fit."""
+        return self
+
+    def optimize(self, context: MethodContext) -> np.ndarray:
+        """Return the mixture to train on next."""
+        raise NotImplementedError
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [
+            name
+            for name, parameter in signature.parameters.items()
+            if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """Return the hyperparameters, read back from the attributes `__init__` stored."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def fitted_state(self) -> dict[str, Any]:
+        """Return the learned attributes (names ending in `_`), for the run record."""
+        return {key: value for key, value in vars(self).items() if key.endswith("_") and not key.startswith("_")}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+class StaticMethod(MixingMethod):
+    """A method that picks one mixture before the final training run."""
+
+    kind = "static"
+
+
+class OnlineMethod(MixingMethod):
+    """A method that changes the mixture during training, in rounds of `round_steps` steps.
+
+    Each round the harness runs `explore` sub-rounds on the live model (counted against the
+    training budget), passes their observations to `fit`, trains the rest of the round on
+    `optimize`'s mixture, and calls the `step_hook` (if any) once per training step.
+    A proxy method (`trains_proxy = True`) learns weights in a proxy run; its final model is then
+    retrained from scratch on `final_mixture`.
+    """
+
+    kind = "online"
+    trains_proxy: ClassVar[bool] = False
+    by_loss_weights: ClassVar[bool] = False
+
+    @property
+    def round_steps(self) -> int:
+        raise NotImplementedError
+
+    def initial_mixture(self, context: MethodContext) -> np.ndarray:
+        return np.full(context.m, 1.0 / context.m)
+
+    def step_hook(self, context: MethodContext) -> StepHook | None:
+        return None
+
+    def final_mixture(self, trajectory: list[np.ndarray], context: MethodContext) -> np.ndarray:
+        """Return the mixture a proxy method hands to its retrain: the average over the proxy run."""
+        return np.mean(np.stack(trajectory), axis=0)
+
+
+_REGISTRY: dict[str, type[MixingMethod]] = {}
+
+
+def register(cls: type[MixingMethod]) -> type[MixingMethod]:
+    """Add a method class to the registry under its `name`. Use as a class decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, MixingMethod)):
+        raise ConfigError(f"{cls!r} is not a subclass of mixbench.method.MixingMethod and cannot be registered.")
+    if not cls.name:
+        raise ConfigError(f"{cls.__qualname__} has no `name`; set the class attribute `name = \"...\"`.")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise ConfigError(
+            f"method name {cls.name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
+            f"choose another name for {cls.__module__}.{cls.__qualname__}."
+        )
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a method from the registry (tests use this to clean up)."""
+    _REGISTRY.pop(name, None)
+
+
+def load_builtin_methods() -> None:
+    """Import the `methods` package, whose modules register the built-in methods."""
+    import methods  # noqa: F401  (importing registers)
+
+
+def available_methods() -> list[str]:
+    load_builtin_methods()
+    return sorted(_REGISTRY)
+
+
+def get_method_class(name: str) -> type[MixingMethod]:
+    load_builtin_methods()
+    if name not in _REGISTRY:
+        raise unknown_name_error(
+            "method", name, _REGISTRY, "Pick one of these as method=NAME, or register your own class."
+        )
+    return _REGISTRY[name]
+
+
+def build_method(config: dict[str, Any]) -> MixingMethod:
+    """Instantiate a method from its config: `name` plus hyperparameters under their own names."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if not name:
+        raise ConfigError("the method config has no `name`; set method=NAME (for example method=stratified).")
+    cls = get_method_class(name)
+    accepted = cls.param_names()
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"method {name!r} does not take the setting(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(accepted) if accepted else '(none)'}."
+        )
+    try:
+        return cls(**config)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid settings for method {name!r}: {error}") from None
+
+
+MethodFactory = Callable[..., MixingMethod]

@@ -1,0 +1,134 @@
+"""Comparison tables, rebuilt from method results and run records only."""
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mixbench.errors import ConfigError
+from mixbench.runs import RunStore
+
+BASELINE = "stratified"
+
+
+def load_results(experiment_dir: Path) -> list[dict]:
+    """Read every method result of an experiment, sorted by method and seed."""
+    paths = sorted((Path(experiment_dir) / "methods").glob("*.json"))
+    if not paths:
+        raise ConfigError(
+            f"no method results under {experiment_dir}/methods; run `mixbench benchmark` for this experiment first."
+        )
+    results = [json.loads(path.read_text()) for path in paths]
+    return sorted(results, key=lambda result: (result["method"], result["seed"]))
+
+
+def _compute_of(record: dict) -> dict:
+    compute = record.get("compute") or {}
+    return {key: float(compute.get(key, 0.0) or 0.0) for key in ("train_tokens", "exploration_tokens", "eval_tokens", "wall_time_s")}
+
+
+def summarize(results: list[dict], store: RunStore) -> list[dict]:
+    """Return one table row per method: test perplexity over seeds, per-domain columns, compute."""
+    by_method: dict[str, list[dict]] = {}
+    for result in results:
+        by_method.setdefault(result["method"], []).append(result)
+
+    rows = []
+    for method, members in by_method.items():
+        finals = [store.record(member["final_run"]) for member in members]
+        complete = [(member, final) for member, final in zip(members, finals) if final and final.get("status") == "complete"]
+        row = {"method": method, "seeds": len(members), "failed": len(members) - len(complete)}
+        if complete:
+            row.update(_quality_columns([final for _, final in complete]))
+        row.update(_compute_columns(members, store))
+        rows.append(row)
+
+    baseline = next((row for row in rows if row["method"] == BASELINE and "avg_test_ppl" in row), None)
+    for row in rows:
+        if baseline is not None and "avg_test_ppl" in row:
+            row["delta_vs_stratified"] = row["avg_test_ppl"] - baseline["avg_test_ppl"]
+    return rows
+
+
+def _quality_columns(finals: list[dict]) -> dict:
+    domains = finals[0]["domains"]
+    perplexity = np.array([final["test_perplexity"] for final in finals])
+    bits = np.array([final.get("test_bits_per_byte") or [math.nan] * len(domains) for final in finals], dtype=float)
+    averages = perplexity.mean(axis=1)
+    columns = {
+        "avg_test_ppl": float(averages.mean()),
+        "std_test_ppl": float(averages.std(ddof=1)) if len(averages) > 1 else math.nan,
+        "avg_test_bpb": float(np.nanmean(bits)) if np.isfinite(bits).any() else math.nan,
+    }
+    for index, domain in enumerate(domains):
+        columns[f"ppl_{domain}"] = float(perplexity[:, index].mean())
+        columns[f"bpb_{domain}"] = float(bits[:, index].mean())
+    return columns
+
+
+def _compute_columns(members: list[dict], store: RunStore) -> dict:
+    """Sum compute over the final run and every extra run, averaged over seeds."""
+    totals = {"train_tokens": [], "extra_run_tokens": [], "exploration_tokens": [], "eval_tokens": [], "wall_time_s": []}
+    for member in members:
+        final = _compute_of(store.record(member["final_run"]) or {})
+        extra = [_compute_of(store.record(run["id"]) or {}) for run in member["extra_runs"]]
+        extra_tokens = sum(run["train_tokens"] + run["exploration_tokens"] for run in extra)
+        totals["train_tokens"].append(final["train_tokens"] + final["exploration_tokens"] + extra_tokens)
+        totals["extra_run_tokens"].append(extra_tokens)
+        totals["exploration_tokens"].append(final["exploration_tokens"])
+        totals["eval_tokens"].append(final["eval_tokens"] + sum(run["eval_tokens"] for run in extra))
+        totals["wall_time_s"].append(final["wall_time_s"] + sum(run["wall_time_s"] for run in extra))
+    return {f"total_{key}" if key != "wall_time_s" else key: float(np.mean(values)) for key, values in totals.items()}
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if abs(value) >= 1e5:
+            return f"{value:.3g}"
+        return f"{value:.3f}"
+    return str(value)
+
+
+HEADLINE = ["method", "seeds", "failed", "avg_test_ppl", "std_test_ppl", "delta_vs_stratified", "avg_test_bpb", "total_train_tokens", "wall_time_s"]
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """Render rows as a markdown table: headline columns first, then per-domain and compute columns."""
+    columns = _columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(row.get(column, "")) for column in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    columns = _columns(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: row.get(column, "") for column in columns})
+    return buffer.getvalue()
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    seen = [column for column in HEADLINE if any(column in row for row in rows)]
+    for row in rows:
+        seen += [column for column in row if column not in seen]
+    return seen
+
+
+def write_tables(rows: list[dict], directory: Path) -> tuple[Path, Path]:
+    """Write `table.md` and `table.csv` into `directory` atomically."""
+    from mixbench.runs import write_text_atomic
+
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown, comma_separated = directory / "table.md", directory / "table.csv"
+    write_text_atomic(markdown, to_markdown(rows))
+    write_text_atomic(comma_separated, to_csv(rows))
+    return markdown, comma_separated

@@ -1,0 +1,122 @@
+"""The real setting: a prepared corpus, model and training settings, run through the harness."""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixbench.errors import ConfigError
+from mixbench.method import MethodContext, Probe
+from mixbench.runs import RunSpec
+
+
+@dataclass
+class CorpusSetting:
+    """Runs on a prepared corpus; `domains` may be a subset of the corpus's domains."""
+
+    name: str
+    corpus: object
+    domains: tuple[str, ...]
+    model: dict
+    train: dict
+    _train_tokens: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.domains = tuple(self.domains)
+        self._train_tokens = np.array([self.corpus.num_tokens(d, "train") for d in self.domains], dtype=np.float64)
+
+    def context(self, seed: int) -> MethodContext:
+        return MethodContext(
+            domains=self.domains,
+            eval_sets=self.domains,
+            train_tokens=self._train_tokens.copy(),
+            total_steps=int(self.train["steps"]),
+            tokens_per_step=int(self.train["batch_size"]) * int(self.model["context"]),
+            seed=seed,
+        )
+
+    def spec(self, seed: int, *, mixture=None, method=None, probe: Probe | None = None, role: str = "final") -> RunSpec:
+        model, train = dict(self.model), dict(self.train)
+        if probe is not None:
+            model.update(probe.model)
+            train.update(probe.train)
+            if probe.steps is not None:
+                train["steps"] = int(probe.steps)
+            mixture = probe.mixture
+            seed = probe.seed if probe.seed is not None else seed
+        data = {
+            "fingerprint": self.corpus.fingerprint,
+            "tokenizer": self.corpus.tokenizer_id,
+            "domains": list(self.domains),
+        }
+        return RunSpec(
+            data=data,
+            model=model,
+            train=train,
+            seed=int(seed),
+            mixture=tuple(float(w) for w in mixture) if mixture is not None else None,
+            method=method,
+            role=role,
+        )
+
+    def make_backend(self, spec: RunSpec):
+        from mixbench.train.harness import HarnessBackend
+
+        return HarnessBackend(self.corpus, spec.data["domains"], spec.model, spec.train, spec.seed)
+
+    def final_metrics(self, backend, test_losses: np.ndarray) -> dict:
+        bytes_per_token = np.array([self.corpus.bytes_per_token(d, "test") for d in self.domains])
+        return {
+            "test_perplexity": np.exp(test_losses).tolist(),
+            "test_bits_per_byte": (test_losses / math.log(2) / bytes_per_token).tolist(),
+            "parameters": backend.parameters,
+        }
+
+    def is_main_process(self) -> bool:
+        from mixbench.train.accelerator import get_accelerator
+
+        return get_accelerator("bf16" if self.train.get("bf16") else "no").is_main_process
+
+
+def check_settings(model: dict, train: dict) -> None:
+    """Raise ConfigError for model and training settings that are invalid or conflict."""
+    positive = {"train.steps": train.get("steps"), "train.batch_size": train.get("batch_size"), "train.lr": train.get("lr"),
+                "model.context": model.get("context"), "train.grad_accumulation": train.get("grad_accumulation", 1),
+                "train.eval_tokens": train.get("eval_tokens"), "train.eval_batch_size": train.get("eval_batch_size")}
+    for key, value in positive.items():
+        if value is None or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{key}={value!r} is invalid; it must be a positive number.")
+    for key in ("eval_every", "checkpoint_every", "warmup_steps"):
+        value = train.get(key, 0)
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"train.{key}={value!r} is invalid; it must be a whole number >= 0.")
+    if train["warmup_steps"] >= train["steps"]:
+        raise ConfigError(
+            f"train.warmup_steps={train['warmup_steps']} is not below train.steps={train['steps']}; "
+            f"lower the warmup or train longer."
+        )
+    if not 0 <= float(train.get("min_lr_ratio", 0)) <= 1:
+        raise ConfigError(f"train.min_lr_ratio={train.get('min_lr_ratio')} must lie in [0, 1].")
+    if train["batch_size"] % train.get("grad_accumulation", 1):
+        raise ConfigError(
+            f"train.batch_size={train['batch_size']} is not divisible by train.grad_accumulation="
+            f"{train['grad_accumulation']}; pick a batch size that is a multiple of it."
+        )
+    if train.get("bf16") and not _bf16_supported():
+        raise ConfigError("train.bf16=true but this device does not support bfloat16; set train.bf16=false.")
+    from mixbench.train.model import model_config
+    from mixbench.train.sampler import SAMPLING_MODES
+
+    # Building the transformers config checks the family, widths and head counts.
+    model_config(model, vocab_size=256)
+
+    if train.get("sampling") not in SAMPLING_MODES:
+        raise ConfigError(f"train.sampling={train.get('sampling')!r} is unknown; use one of {', '.join(SAMPLING_MODES)}.")
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return True

@@ -1,0 +1,306 @@
+"""The Accelerate training harness: a TrainingBackend over a real corpus and a real causal LM.
+
+Default settings (conf/model/tiny.yaml, conf/train/cpu.yaml) are sized for a 2-core laptop CPU:
+a GPT-2 of about 0.8M non-embedding parameters, byte vocabulary, context 128.
+"""
+
+import copy
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mixbench.backend import Compute, StepHook, StepStats, TrainResult, KNOWN_REQUIREMENTS
+from mixbench.errors import ConfigError, RunFailedError
+from mixbench.simplex import validate_mixture
+from mixbench.train.accelerator import get_accelerator
+from mixbench.train.model import build_model, count_parameters, flops_per_token
+from mixbench.train.sampler import MixtureSampler, evaluation_windows
+
+log = logging.getLogger(__name__)
+
+LOSS_NORMALIZATIONS = ("token_mean", "domain_mean")
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine decay to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class HarnessBackend:
+    """Train one model on mixtures of corpus domains; implements `TrainingBackend`."""
+
+    def __init__(self, corpus, domains, model_settings: dict, train_settings: dict, seed: int):
+        self.corpus = corpus
+        self.domains = tuple(domains)
+        self.eval_sets = self.domains
+        self.settings = dict(train_settings)
+        self.total_steps = int(train_settings["steps"])
+        self.step = 0
+        self.compute = Compute()
+        self.accelerator = get_accelerator("bf16" if train_settings.get("bf16") else "no")
+        self.context = int(model_settings["context"])
+        self.batch_size = int(train_settings["batch_size"])
+        self.accumulation = int(train_settings.get("grad_accumulation", 1))
+        self.normalization = train_settings.get("loss_normalization", "token_mean")
+        self._check_settings()
+
+        # Every domain split must hold at least one window, or sampling and evaluation cannot work.
+        corpus.check_min_tokens(self.context + 1)
+        arrays = [corpus.tokens(domain, "train") for domain in self.domains]
+        self.sampler = MixtureSampler(arrays, self.context, self.batch_size, seed, train_settings["sampling"])
+        eval_tokens = int(train_settings["eval_tokens"])
+        self.eval_windows = {
+            split: [evaluation_windows(corpus.tokens(domain, split), self.context, eval_tokens) for domain in self.domains]
+            for split in ("val", "test")
+        }
+
+        model = build_model(model_settings, corpus.vocab_size, seed)
+        self.parameters = count_parameters(model)
+        self.flops_per_token = flops_per_token(model_settings, self.parameters["non_embedding"])
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=float(train_settings["lr"]),
+            betas=(0.9, 0.95),
+            weight_decay=float(train_settings["weight_decay"]),
+        )
+        warmup, min_ratio = int(train_settings["warmup_steps"]), float(train_settings["min_lr_ratio"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, self.total_steps, min_ratio)
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.last_losses = np.full(len(self.domains), np.nan)
+        log.info(
+            "built %s model: %.2fM non-embedding parameters, %d domains, batch %d x %d tokens",
+            model_settings.get("family", "gpt2"),
+            self.parameters["non_embedding"] / 1e6,
+            len(self.domains),
+            self.batch_size,
+            self.context,
+        )
+
+    def _check_settings(self) -> None:
+        if self.normalization not in LOSS_NORMALIZATIONS:
+            raise ConfigError(
+                f"train.loss_normalization={self.normalization!r} is unknown; use one of {', '.join(LOSS_NORMALIZATIONS)}."
+            )
+        processes = self.accelerator.num_processes
+        if self.batch_size % (self.accumulation * processes):
+            raise ConfigError(
+                f"train.batch_size={self.batch_size} is not divisible by train.grad_accumulation={self.accumulation} "
+                f"times {processes} process(es); choose a batch size that is a multiple of {self.accumulation * processes}."
+            )
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        steps: int,
+        mixture: np.ndarray,
+        *,
+        by_loss_weights: bool = False,
+        hook: StepHook | None = None,
+        purpose: str = "train",
+    ) -> TrainResult:
+        """Take `steps` optimizer steps on `mixture`; see `TrainingBackend.train`."""
+        mixture = validate_mixture(mixture, self.domains)
+        if hook is not None and not set(hook.requires) <= {"train_loss"}:
+            missing = sorted(set(hook.requires) & KNOWN_REQUIREMENTS)
+            # TODO: reference-model losses and per-domain gradients are not computed by the harness yet.
+            raise ConfigError(f"the harness cannot yet provide {', '.join(missing)} to a step hook.")
+        m = len(self.domains)
+        total_tokens, total_loss, mixtures = np.zeros(m), np.zeros(m), []
+        started = time.perf_counter()
+        self.model.train()
+
+        for _ in range(steps):
+            # Draw the global batch (every process draws the same one) and keep this process's rows.
+            sample_mixture = np.full(m, 1.0 / m) if by_loss_weights else mixture
+            tokens, domain_ids = self.sampler.sample(sample_mixture)
+            rows = self._local_rows()
+            tokens, domain_ids = tokens[rows], domain_ids[rows]
+
+            # Forward every micro-batch, keeping per-domain loss sums; with a hook the graphs are
+            # kept until the hook has seen this step's statistics.
+            sums, counts, pending = self._forward_micro_batches(tokens, domain_ids, keep_graph=hook is not None)
+            losses = sums / np.maximum(counts, 1)
+            losses[counts == 0] = np.nan
+
+            # The hook sees this step's statistics and may change the mixture for this step's update.
+            if hook is not None:
+                stats = StepStats(self.step, self.lr_scale(), counts.copy(), losses.copy())
+                updated = hook.update(stats, mixture)
+                if updated is not None:
+                    mixture = validate_mixture(updated, self.domains, name="mixture returned by the step hook")
+            if pending:
+                self._backward_pending(pending, counts, mixture if by_loss_weights else None)
+
+            # Clip, step, and advance the schedule.
+            self.accelerator.clip_grad_norm_(self.model.parameters(), float(self.settings["grad_clip"]))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+            self._check_finite(losses)
+            total_tokens += counts
+            total_loss += np.nan_to_num(sums)
+            mixtures.append(mixture.copy())
+            self.step += 1
+
+        spent = int(total_tokens.sum())
+        if purpose == "exploration":
+            self.compute.exploration_tokens += spent
+        else:
+            self.compute.train_tokens += spent
+        self.compute.flops += self.flops_per_token * spent
+        self.compute.wall_time_s += time.perf_counter() - started
+        mean_loss = np.where(total_tokens > 0, total_loss / np.maximum(total_tokens, 1), np.nan)
+        return TrainResult(steps=steps, tokens=total_tokens, train_loss=mean_loss, mixtures=mixtures)
+
+    def _local_rows(self) -> slice:
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        per_process = self.batch_size // processes
+        return slice(rank * per_process, (rank + 1) * per_process)
+
+    def _token_losses(self, tokens: np.ndarray) -> torch.Tensor:
+        """Return the (rows, context) per-token cross-entropy of a batch of windows."""
+        batch = torch.from_numpy(tokens).to(self.accelerator.device)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        with self.accelerator.autocast():
+            logits = self.model(input_ids=inputs).logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view(
+            targets.shape
+        )
+
+    def _domain_sums(self, token_losses: torch.Tensor, domain_ids: np.ndarray) -> torch.Tensor:
+        index = torch.from_numpy(domain_ids).to(token_losses.device)
+        sums = torch.zeros(len(self.domains), device=token_losses.device, dtype=token_losses.dtype)
+        return sums.index_add(0, index, token_losses.sum(dim=1))
+
+    def _forward_micro_batches(self, tokens, domain_ids, keep_graph: bool):
+        """Run forward (and, without a hook, backward) over micro-batches; reduce per-domain stats."""
+        m = len(self.domains)
+        local_sums = torch.zeros(m, device=self.accelerator.device)
+        local_counts = torch.zeros(m, device=self.accelerator.device)
+        pending = []
+        rows_per_micro = len(tokens) // self.accumulation
+        global_tokens = self.batch_size * self.context
+        for micro in range(self.accumulation):
+            rows = slice(micro * rows_per_micro, (micro + 1) * rows_per_micro)
+            domain_sums = self._domain_sums(self._token_losses(tokens[rows]), domain_ids[rows])
+            local_sums += domain_sums.detach()
+            local_counts += torch.bincount(torch.from_numpy(domain_ids[rows]), minlength=m).to(local_sums) * self.context
+            if keep_graph:
+                pending.append(domain_sums)
+                continue
+            # Scale so that the gradient averaged over processes is the mean over the global batch.
+            loss = domain_sums.sum() * self.accelerator.num_processes / global_tokens
+            is_last = micro == self.accumulation - 1
+            if is_last:
+                self.accelerator.backward(loss)
+            else:
+                with self.accelerator.no_sync(self.model):
+                    self.accelerator.backward(loss)
+        sums = self.accelerator.reduce(local_sums, reduction="sum").cpu().numpy().astype(np.float64)
+        counts = self.accelerator.reduce(local_counts, reduction="sum").cpu().numpy().astype(np.float64)
+        return sums, counts, pending
+
+    def _backward_pending(self, pending, counts: np.ndarray, weights: np.ndarray | None) -> None:
+        """Backward the kept micro-batch graphs, weighting domains when training by loss weights."""
+        processes = self.accelerator.num_processes
+        global_tokens = self.batch_size * self.context
+        if weights is None:
+            scale = torch.full((len(self.domains),), processes / global_tokens)
+        elif self.normalization == "domain_mean":
+            # Sum over domains of p_j times domain j's mean token loss.
+            scale = torch.from_numpy(weights / np.maximum(counts, 1)).float() * processes
+        else:
+            # One normaliser over all tokens; each token is weighted by p_j over its sampling weight.
+            sampling = np.full(len(self.domains), 1.0 / len(self.domains))
+            scale = torch.from_numpy(weights / sampling).float() * processes / global_tokens
+        scale = scale.to(self.accelerator.device)
+        for index, domain_sums in enumerate(pending):
+            loss = (domain_sums * scale).sum()
+            if index == len(pending) - 1:
+                self.accelerator.backward(loss)
+            else:
+                with self.accelerator.no_sync(self.model):
+                    self.accelerator.backward(loss)
+
+    def _check_finite(self, losses: np.ndarray) -> None:
+        present = ~np.isnan(losses)
+        if np.all(np.isfinite(losses[present])):
+            self.last_losses = np.where(present, losses, self.last_losses)
+            return
+        bad = [self.domains[j] for j in np.flatnonzero(present & ~np.isfinite(losses))]
+        raise RunFailedError(
+            f"training loss became NaN or infinite at step {self.step} on {', '.join(bad)}; "
+            f"last finite losses {dict(zip(self.domains, np.round(self.last_losses, 4).tolist()))}. "
+            f"Lower train.lr or enable gradient clipping (train.grad_clip)."
+        )
+
+    def lr_scale(self) -> float:
+        """Return the current learning rate over the peak learning rate."""
+        return float(self.scheduler.get_last_lr()[0] / float(self.settings["lr"]))
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> np.ndarray:
+        """Return each domain's mean per-token loss on fixed windows of `split`."""
+        if split not in self.eval_windows:
+            raise ConfigError(f"unknown split {split!r}; use 'val' or 'test'.")
+        started = time.perf_counter()
+        self.model.eval()
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        sums = torch.zeros(len(self.domains), device=self.accelerator.device, dtype=torch.float64)
+        counts = torch.zeros_like(sums)
+        batch = int(self.settings["eval_batch_size"])
+        for index, windows in enumerate(self.eval_windows[split]):
+            local = windows[rank::processes]
+            for start in range(0, len(local), batch):
+                token_losses = self._token_losses(local[start : start + batch])
+                sums[index] += token_losses.double().sum()
+                counts[index] += token_losses.numel()
+        sums = self.accelerator.reduce(sums, reduction="sum")
+        counts = self.accelerator.reduce(counts, reduction="sum")
+        self.model.train()
+        evaluated = int(counts.sum().item())
+        self.compute.eval_tokens += evaluated
+        self.compute.flops += 2.0 * self.parameters["non_embedding"] * evaluated
+        self.compute.wall_time_s += time.perf_counter() - started
+        return (sums / counts).cpu().numpy()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Return the full training state: model, optimizer, schedule, sampler, RNGs, counters."""
+        return {
+            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "compute": self.compute.as_dict(),
+            "last_losses": self.last_losses.copy(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        self.compute = Compute(**state["compute"])
+        self.last_losses = np.asarray(state["last_losses"])
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy(self.state_dict())
+
+    def restore(self, snapshot: dict) -> None:
+        self.load_state_dict(copy.deepcopy(snapshot))

@@ -1,0 +1,81 @@
+"""Small causal language models built from transformers configs, with no downloaded weights."""
+
+import logging
+
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig
+
+from mixbench.errors import ConfigError, unknown_name_error
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("gpt2", "llama")
+
+
+def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
+    """Translate mixbench's model settings into a transformers config of the chosen family."""
+    family = settings.get("family", "gpt2")
+    if family not in FAMILIES:
+        raise unknown_name_error("model family", family, FAMILIES, "Set model.family to one of them.")
+    d_model, n_head = int(settings["d_model"]), int(settings["n_head"])
+    if d_model % n_head:
+        raise ConfigError(
+            f"model.d_model={d_model} is not divisible by model.n_head={n_head}; "
+            f"pick a head count that divides the width."
+        )
+    context = int(settings["context"])
+    dropout = float(settings.get("dropout", 0.0))
+    if family == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=context,
+            n_embd=d_model,
+            n_layer=int(settings["n_layer"]),
+            n_head=n_head,
+            n_inner=int(settings.get("d_ff", 4 * d_model)),
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            tie_word_embeddings=True,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=d_model,
+        intermediate_size=int(settings.get("d_ff", 4 * d_model)),
+        num_hidden_layers=int(settings["n_layer"]),
+        num_attention_heads=n_head,
+        num_key_value_heads=int(settings.get("n_kv_head", n_head)),
+        max_position_embeddings=context,
+        attention_dropout=dropout,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+
+
+def build_model(settings: dict, vocab_size: int, seed: int) -> torch.nn.Module:
+    """Build a randomly initialised causal LM; `seed` fixes the initial weights."""
+    config = model_config(settings, vocab_size)
+    config._attn_implementation = settings.get("attention", "sdpa")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=config._attn_implementation)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Count all parameters and the non-embedding ones (token and position embeddings excluded)."""
+    total = sum(parameter.numel() for parameter in model.parameters())
+    embedding = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            embedding += module.weight.numel()
+    return {"total": total, "non_embedding": total - embedding}
+
+
+def flops_per_token(settings: dict, non_embedding_params: int) -> float:
+    """Estimate training FLOPs per token: 6N for the weights plus the attention scores."""
+    attention = 6 * int(settings["n_layer"]) * int(settings["context"]) * int(settings["d_model"])
+    return 6.0 * non_embedding_params + attention

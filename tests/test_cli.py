@@ -1,0 +1,90 @@
+"""The command line as a user runs it: real Hydra, real training on a small real-text corpus."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY_MODEL, TINY_TRAIN
+
+
+def overrides(text_folders, cache):
+    items = [f"data=folders", f"data.path={text_folders}", f"data.cache_dir={cache}", "data.val_fraction=0.15", "data.test_fraction=0.15"]
+    items += [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
+    items += [f"train.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in TINY_TRAIN.items()]
+    return items
+
+
+def mixbench(*args, cwd):
+    environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, "-m", "mixbench", *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=600)
+
+
+def test_help_lists_commands(tmp_path):
+    result = mixbench("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("prepare", "run", "benchmark", "table"):
+        assert command in result.stdout
+    result = mixbench("run", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "method=natural" in result.stdout
+    assert "stratified" in result.stdout
+
+
+def test_unknown_command_suggests_close_match(tmp_path):
+    result = mixbench("benchmrk", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Did you mean benchmark" in result.stderr
+
+
+def test_benchmark_then_table_rebuilds_identically(text_folders, tmp_path):
+    common = overrides(text_folders, tmp_path / "cache")
+    result = mixbench("benchmark", *common, "experiment.methods=[stratified,natural]", "experiment.seeds=[0,1]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| stratified |" in result.stdout and "| natural |" in result.stdout
+    table = tmp_path / "results" / "default" / "table.md"
+    csv = tmp_path / "results" / "default" / "table.csv"
+    first_md, first_csv = table.read_text(), csv.read_text()
+    header = first_csv.splitlines()[0].split(",")
+    for column in ("avg_test_ppl", "std_test_ppl", "delta_vs_stratified", "ppl_python", "bpb_legal", "total_train_tokens", "wall_time_s"):
+        assert column in header
+    assert "step 12 | val loss" in result.stderr
+
+    table.unlink()
+    csv.unlink()
+    rebuilt = mixbench("table", "experiment=default", cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert table.read_text() == first_md
+    assert csv.read_text() == first_csv
+
+
+def test_run_multirun_sweeps_seeds(text_folders, tmp_path):
+    common = overrides(text_folders, tmp_path / "cache")
+    result = mixbench("run", "-m", *common, "method=natural", "seed=0,1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = sorted(path.name for path in (tmp_path / "results" / "runs" / "methods").glob("*.json"))
+    assert saved == ["natural-seed0.json", "natural-seed1.json"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["method=fixed", "method.mixture=[0.5,0.5,0.5]"], "sums to 1.5"),
+        (["method=fixed", "method.mixture=[0.5,0.5]"], "has 2 weights but there are 3 domains"),
+        (["method=fixed", "method.mixture=[1.5,-0.5,0]"], "negative weights"),
+        (["method=fixed", "method.mixture=[.nan,0.5,0.5]"], "NaN"),
+        (["method=stratifed"], "Could not find 'method/stratifed'"),
+        (["model.family=gpt3"], "unknown model family 'gpt3'"),
+        (["train.warmup_steps=50"], "train.warmup_steps=50 is not below train.steps=12"),
+        (["train.batch_size=6", "train.grad_accumulation=4"], "not divisible by train.grad_accumulation=4"),
+        (["results_dir=/proc/mixbench-results"], "results_dir"),
+    ],
+    ids=["sum", "length", "negative", "nan", "method", "family", "warmup", "accumulation", "results"],
+)
+def test_bad_input_fails_before_training(text_folders, tmp_path, extra, message):
+    result = mixbench("run", *overrides(text_folders, tmp_path / "cache"), *extra, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "step 4 | val loss" not in result.stderr
+    assert not list((tmp_path / "results").glob("runs/*/record.json"))

@@ -1,0 +1,45 @@
+"""Every config file loads, names what it reproduces, and composes into a valid command config."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from mixbench.method import build_method
+from mixbench.setting import check_settings
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+COMMANDS = ["prepare", "run", "benchmark", "table"]
+GROUP_FILES = sorted(path for path in CONF.glob("*/*.yaml") if path.parent.name != "hydra")
+
+
+@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda path: str(path.relative_to(CONF)))
+def test_config_file_has_header_and_loads(path):
+    text = path.read_text()
+    comments = [line for line in text.splitlines() if line.startswith("#") and "@package" not in line]
+    assert comments, f"{path} has no header comment saying what it is"
+    if path.parent.name != "hydra" and path.parent.parent.name != "hydra":
+        assert any("mixbench" in line for line in comments), f"{path} header does not say how to launch it"
+    OmegaConf.load(path)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_config_composes(command):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=command, return_hydra_config=True)
+    assert cfg.results_dir == "results"
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_group_option_composes(path):
+    group, option = path.parent.name, path.stem
+    command = "benchmark" if group == "experiment" else "run"
+    if group == "data":
+        command = "prepare"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=command, overrides=[f"{group}={option}"])
+    if group == "method":
+        build_method(OmegaConf.to_container(cfg.method, resolve=True))
+    if group in ("model", "train"):
+        check_settings(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.train))
