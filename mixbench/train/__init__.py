@@ -1,0 +1,5 @@
+"""The Accelerate training harness: model, mixture sampler, per-domain evaluation, checkpoints."""
+
+from mixbench.train.harness import HarnessBackend
+
+__all__ = ["HarnessBackend"]
