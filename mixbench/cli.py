@@ -27,7 +27,7 @@ EXAMPLES = {
         "mixbench run -m method=stratified,natural seed=0,1",
     ],
     "benchmark": ["mixbench benchmark", "mixbench benchmark experiment.seeds=[0,1,2] train.steps=600", "mixbench benchmark data=three"],
-    "table": ["mixbench table experiment=default"],
+    "table": ["mixbench table experiment=default", "mixbench table experiment.name=runs"],
 }
 
 

@@ -4,6 +4,7 @@ The command line calls these through Hydra; a notebook can call them with a conf
 `mixbench.api.load_config` (or any mapping with the same keys).
 """
 
+import json
 import logging
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from mixbench.engine import run_method, save_method_result
 from mixbench.errors import ConfigError
 from mixbench.method import MethodContext, available_methods, build_method, get_method_class
-from mixbench.report import load_results, summarize, to_markdown, write_tables
-from mixbench.runs import RunStore
+from mixbench.report import HEADLINE, SIM_HEADLINE, load_results, summarize, summarize_sim, to_markdown, write_tables
+from mixbench.runs import RunStore, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
 
 log = logging.getLogger("mixbench")
@@ -121,12 +122,20 @@ def benchmark(cfg):
 
     # Build every method and check its settings before any training starts.
     configs = {name: method_config(name, overrides.get(name)) for name in names}
-    corpus = prepare(cfg)
-    setting = _setting(cfg, corpus)
+    setting_name = experiment.get("setting", "corpus")
+    if setting_name == "sim":
+        from mixbench.sim.setting import SimSetting
+
+        setting = SimSetting(_plain(cfg.sim))
+    elif setting_name == "corpus":
+        setting = _setting(cfg, prepare(cfg))
+    else:
+        raise ConfigError(f"experiment.setting={setting_name!r} is unknown; use 'corpus' or 'sim'.")
     for name, config in configs.items():
         build_method(config).check(setting.context(seeds[0]))
 
     directory = Path(cfg.results_dir) / experiment.name
+    write_json_atomic(directory / "experiment.json", {"name": experiment.name, "setting": setting_name, "methods": names, "seeds": seeds})
     log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
     for seed in seeds:
         for name in names:
@@ -136,16 +145,23 @@ def benchmark(cfg):
 
 
 def table_for(directory: Path, store: RunStore) -> list[dict]:
-    rows = summarize(load_results(directory), store)
-    markdown, _ = write_tables(rows, directory)
-    print(to_markdown(rows))
+    """Rebuild, write and print the table of the experiment in `directory`."""
+    results = load_results(directory)
+    settings = directory / "experiment.json"
+    simulated = settings.exists() and json.loads(settings.read_text()).get("setting") == "sim"
+    if simulated:
+        rows, headline = summarize_sim(results, store), SIM_HEADLINE
+    else:
+        rows, headline = summarize(results, store), HEADLINE
+    markdown, _ = write_tables(rows, directory, headline)
+    print(to_markdown(rows, headline))
     log.info("wrote %s and %s", markdown, markdown.with_suffix(".csv"))
     return rows
 
 
 def table(cfg):
     """Rebuild results_dir/<experiment>/table.md and table.csv from records only."""
-    directory = Path(cfg.results_dir) / str(cfg.experiment)
+    directory = Path(cfg.results_dir) / str(cfg.experiment.name)
     return table_for(directory, RunStore(cfg.results_dir))
 
 

@@ -59,7 +59,7 @@ def _save_checkpoint(directory: Path, backend, loop: LoopState, method: MixingMe
     import torch
 
     temporary = Path(tempfile.mkdtemp(dir=directory, prefix=".checkpoint-"))
-    torch.save({"backend": backend.state_dict(), "loop": loop, "method": pickle.dumps(method)}, temporary / "state.pt")
+    torch.save({"backend": backend.snapshot(), "loop": loop, "method": pickle.dumps(method)}, temporary / "state.pt")
     target = directory / "checkpoint"
     old = directory / ".checkpoint-old"
     shutil.rmtree(old, ignore_errors=True)
@@ -103,7 +103,7 @@ def execute_run(
     resumed = _load_checkpoint(run_dir) if run_dir is not None else None
     if resumed is not None:
         backend_state, loop, method = resumed
-        backend.load_state_dict(backend_state)
+        backend.restore(backend_state)
         log.info("run %s: resuming from step %d", spec.id, backend.step)
 
     progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}", disable=not main, leave=False)

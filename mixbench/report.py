@@ -97,17 +97,17 @@ def _format(value) -> str:
 HEADLINE = ["method", "seeds", "failed", "avg_test_ppl", "std_test_ppl", "delta_vs_stratified", "avg_test_bpb", "total_train_tokens", "wall_time_s"]
 
 
-def to_markdown(rows: list[dict]) -> str:
+def to_markdown(rows: list[dict], headline: list[str] = HEADLINE) -> str:
     """Render rows as a markdown table: headline columns first, then per-domain and compute columns."""
-    columns = _columns(rows)
+    columns = _columns(rows, headline)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_format(row.get(column, "")) for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: list[dict]) -> str:
-    columns = _columns(rows)
+def to_csv(rows: list[dict], headline: list[str] = HEADLINE) -> str:
+    columns = _columns(rows, headline)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -116,19 +116,62 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _columns(rows: list[dict]) -> list[str]:
-    seen = [column for column in HEADLINE if any(column in row for row in rows)]
+def _columns(rows: list[dict], headline: list[str]) -> list[str]:
+    seen = [column for column in headline if any(column in row for row in rows)]
     for row in rows:
         seen += [column for column in row if column not in seen]
     return seen
 
 
-def write_tables(rows: list[dict], directory: Path) -> tuple[Path, Path]:
+def write_tables(rows: list[dict], directory: Path, headline: list[str] = HEADLINE) -> tuple[Path, Path]:
     """Write `table.md` and `table.csv` into `directory` atomically."""
     from mixbench.runs import write_text_atomic
 
     directory.mkdir(parents=True, exist_ok=True)
     markdown, comma_separated = directory / "table.md", directory / "table.csv"
-    write_text_atomic(markdown, to_markdown(rows))
-    write_text_atomic(comma_separated, to_csv(rows))
+    write_text_atomic(markdown, to_markdown(rows, headline))
+    write_text_atomic(comma_separated, to_csv(rows, headline))
     return markdown, comma_separated
+
+
+SIM_HEADLINE = ["method", "seeds", "failed", "final_avg_loss", "std_final_avg_loss", "regret", "std_regret", "a_sim", "total_train_tokens"]
+
+
+def summarize_sim(results: list[dict], store: RunStore) -> list[dict]:
+    """Return one row per method on the simulator: true final loss, regret and, where known, a_sim.
+
+    `regret` is (L_method - L_opt) / (L_stratified - L_opt) with noise-free losses and L_opt the
+    loss of the best static mixture: 0 is perfect, 1 is no better than stratified.
+    """
+    by_method: dict[str, list[dict]] = {}
+    for result in results:
+        by_method.setdefault(result["method"], []).append(result)
+
+    rows = []
+    for method, members in by_method.items():
+        finals = [store.record(member["final_run"]) for member in members]
+        complete = [final for final in finals if final and final.get("status") == "complete"]
+        row = {"method": method, "seeds": len(members), "failed": len(members) - len(complete)}
+        if complete:
+            losses = np.array([final["true_mean_loss"] for final in complete])
+            regrets = np.array([final["regret"] for final in complete])
+            row["final_avg_loss"] = float(losses.mean())
+            row["std_final_avg_loss"] = float(losses.std(ddof=1)) if len(losses) > 1 else math.nan
+            row["regret"] = float(regrets.mean())
+            row["std_regret"] = float(regrets.std(ddof=1)) if len(regrets) > 1 else math.nan
+            scores = [score for score in (_a_sim_of(member, final, store) for member, final in zip(members, finals)) if score is not None]
+            row["a_sim"] = float(np.mean(scores)) if scores else math.nan
+        row.update(_compute_columns(members, store))
+        rows.append({**{key: row.get(key, math.nan) for key in SIM_HEADLINE}, **row})
+    return rows
+
+
+def _a_sim_of(member: dict, final: dict | None, store: RunStore):
+    """Score the run in which an online method estimated A: its proxy run, else its final run."""
+    from mixbench.sim.setting import method_a_sim
+
+    for run in member["extra_runs"]:
+        if run.get("role") == "proxy":
+            record = store.record(run["id"])
+            return method_a_sim(record) if record else None
+    return method_a_sim(final) if final else None

@@ -73,7 +73,7 @@ def test_run_multirun_sweeps_seeds(text_folders, tmp_path):
         (["method=fixed", "method.mixture=[0.5,0.5,0.5]"], "sums to 1.5"),
         (["method=fixed", "method.mixture=[0.5,0.5]"], "has 2 weights but there are 3 domains"),
         (["method=fixed", "method.mixture=[1.5,-0.5,0]"], "negative weights"),
-        (["method=fixed", "method.mixture=[.nan,0.5,0.5]"], "NaN"),
+        (["method=fixed", "method.mixture=[nan,0.5,0.5]"], "NaN"),
         (["method=stratifed"], "Could not find 'method/stratifed'"),
         (["model.family=gpt3"], "unknown model family 'gpt3'"),
         (["train.warmup_steps=50"], "train.warmup_steps=50 is not below train.steps=12"),

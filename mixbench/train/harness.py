@@ -109,6 +109,13 @@ class HarnessBackend:
     ) -> TrainResult:
         """Take `steps` optimizer steps on `mixture`; see `TrainingBackend.train`."""
         mixture = validate_mixture(mixture, self.domains)
+        if purpose not in ("train", "exploration"):
+            raise ConfigError(f"unknown training purpose {purpose!r}; use 'train' or 'exploration'.")
+        if steps < 0 or self.step + steps > self.total_steps:
+            raise ConfigError(
+                f"training {steps} steps from step {self.step} would pass the budget of {self.total_steps} steps; "
+                f"exploration must fit inside the training budget."
+            )
         if hook is not None and not set(hook.requires) <= {"train_loss"}:
             missing = sorted(set(hook.requires) & KNOWN_REQUIREMENTS)
             # TODO: reference-model losses and per-domain gradients are not computed by the harness yet.

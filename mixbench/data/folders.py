@@ -1,0 +1,215 @@
+"""User domains: one folder per domain, or a Hugging Face dataset saved with `save_to_disk`.
+
+Supported files in a domain folder (searched recursively, hidden files skipped):
+- `.txt`: the whole file is one document;
+- `.jsonl` and `.jsonl.gz`: one JSON object per line, its text field is one document;
+- `.parquet`: one document per row of the text column (needs pyarrow).
+"""
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mixbench.data.config import DOMAIN_NAME_PATTERN, DataSettings
+from mixbench.data.documents import (
+    Document,
+    cap_documents,
+    check_unique_ids,
+    documents_digest,
+    normalize_text,
+    sort_for_cap,
+)
+from mixbench.errors import DataError, unknown_name_error
+
+SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
+_FORMATS_FIX = "Install the optional formats with `pip install mixbench[formats]`."
+
+
+def load_folder_domains(settings: DataSettings) -> dict[str, tuple[list[Document], dict]]:
+    """Read each requested domain folder under `settings.path` into capped documents."""
+    root = settings.path
+    if not root.is_dir():
+        raise DataError(
+            f"data.path {root} is not a directory. Point it to a folder with one sub-folder "
+            "per domain (for example data/python/*.txt, data/wiki/*.jsonl)."
+        )
+    available = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not available:
+        raise DataError(f"data.path {root} has no sub-folders: create one sub-folder per domain.")
+    domains = settings.domains or tuple(available)
+
+    loaded = {}
+    for domain in domains:
+        if domain not in available:
+            error = unknown_name_error("domain folder", domain, available, f"Looked in {root}.")
+            raise DataError(str(error))
+        _check_domain_name(domain, root / domain)
+        documents = _read_domain_folder(root / domain, settings.text_column)
+        loaded[domain] = _finish_domain(
+            domain, documents, settings.max_bytes_per_domain, f"folder {root / domain}"
+        )
+    return loaded
+
+
+def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Document], dict]]:
+    """Read a dataset saved with `datasets.save_to_disk`, grouping rows by the domain column."""
+    try:
+        from datasets import load_from_disk
+    except ImportError:
+        raise DataError(f"data.source=hf_disk needs the `datasets` package. {_FORMATS_FIX}") from None
+    try:
+        dataset = load_from_disk(str(settings.path))
+    except FileNotFoundError as error:
+        raise DataError(
+            f"cannot load a dataset from data.path {settings.path}: {error}. Point it to a "
+            "directory written by `Dataset.save_to_disk`."
+        ) from error
+
+    if hasattr(dataset, "keys"):  # a DatasetDict: every split's rows are read
+        parts = [(name, dataset[name]) for name in sorted(dataset)]
+    else:
+        parts = [("", dataset)]
+    by_domain: dict[str, list[Document]] = {}
+    for part_name, part in parts:
+        for column in (settings.domain_column, settings.text_column):
+            if column not in part.column_names:
+                raise DataError(
+                    f"the dataset at {settings.path} has no column {column!r}; its columns are "
+                    f"{part.column_names}. Set data.domain_column and data.text_column."
+                )
+        for row, (domain, text) in enumerate(_iter_rows(part, settings)):
+            location = f"row {row}" + (f" of split {part_name!r}" if part_name else "")
+            if not isinstance(text, str):
+                raise DataError(
+                    f"{location} of {settings.path} has a {settings.text_column!r} value of type "
+                    f"{type(text).__name__}, expected a string."
+                )
+            doc_id = f"{part_name}:{row}" if part_name else str(row)
+            by_domain.setdefault(str(domain), []).append(Document(doc_id, normalize_text(text)))
+
+    available = sorted(by_domain)
+    domains = settings.domains or tuple(available)
+    loaded = {}
+    for domain in domains:
+        if domain not in by_domain:
+            error = unknown_name_error(
+                "domain", domain, available, f"Values of column {settings.domain_column!r}."
+            )
+            raise DataError(str(error))
+        _check_domain_name(domain, settings.path)
+        loaded[domain] = _finish_domain(
+            domain, by_domain[domain], settings.max_bytes_per_domain, f"dataset {settings.path}"
+        )
+    return loaded
+
+
+def _iter_rows(part, settings: DataSettings) -> Iterator[tuple[Any, Any]]:
+    columns = part.select_columns([settings.domain_column, settings.text_column])
+    for batch in columns.iter(batch_size=1000):
+        yield from zip(batch[settings.domain_column], batch[settings.text_column])
+
+
+def _check_domain_name(domain: str, where: Path) -> None:
+    if not DOMAIN_NAME_PATTERN.match(domain):
+        raise DataError(
+            f"invalid domain name {domain!r} in {where}: domain names become file names, so use "
+            "letters, digits, '_', '+' or '-', starting with a letter or digit. Rename it."
+        )
+
+
+def _finish_domain(
+    domain: str, documents: list[Document], max_bytes: int | None, source: str
+) -> tuple[list[Document], dict]:
+    """Cap a user domain, check that it has text, and describe it for the metadata."""
+    check_unique_ids(domain, documents)
+    by_id = {document.id: document for document in documents}
+    capped = list(cap_documents((by_id[i] for i in sort_for_cap(by_id)), max_bytes))
+    if not capped:
+        reason = "holds no text" if all(not d.text for d in documents) else (
+            f"has no document of at most max_bytes_per_domain={max_bytes} bytes"
+        )
+        raise DataError(
+            f"domain {domain!r} ({source}) {reason}: found {len(documents)} document(s). Add "
+            "non-empty documents, or leave the domain out of data.domains."
+        )
+    info = {
+        "source": source,
+        "licence": "as provided by the user",
+        "package_versions": {},
+        "documents": len(capped),
+        "bytes": sum(len(d.text.encode("utf-8")) for d in capped),
+        "sha256": documents_digest(capped),
+    }
+    return capped, info
+
+
+def _read_domain_folder(folder: Path, text_column: str) -> list[Document]:
+    documents = []
+    files = sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )  # fmt: skip
+    for path in files:
+        relative = path.relative_to(folder).as_posix()
+        name = path.name.lower()
+        if name.endswith(".txt"):
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            documents.append(Document(relative, normalize_text(text)))
+        elif name.endswith((".jsonl", ".jsonl.gz")):
+            documents.extend(_read_jsonl(path, relative, text_column))
+        elif name.endswith(".parquet"):
+            documents.extend(_read_parquet(path, relative, text_column))
+        else:
+            raise DataError(
+                f"unsupported file {path}: domain folders may hold {', '.join(SUPPORTED_SUFFIXES)} "
+                "files. Convert or move it."
+            )
+    return documents
+
+
+def _read_jsonl(path: Path, relative: str, text_column: str) -> Iterator[Document]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as file:
+        for line_number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {line_number}: invalid JSON ({error}).") from None
+            if not isinstance(record, dict) or text_column not in record:
+                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise DataError(
+                    f"{path}, line {line_number}: expected a JSON object with a {text_column!r} "
+                    f"field, found {keys}. Add the field or set data.text_column."
+                )
+            text = record[text_column]
+            if not isinstance(text, str):
+                raise DataError(
+                    f"{path}, line {line_number}: field {text_column!r} is a "
+                    f"{type(text).__name__}, expected a string."
+                )
+            yield Document(f"{relative}:{line_number}", normalize_text(text))
+
+
+def _read_parquet(path: Path, relative: str, text_column: str) -> Iterator[Document]:
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise DataError(f"reading {path} needs pyarrow. {_FORMATS_FIX}") from None
+    schema = parquet.read_schema(path)
+    if text_column not in schema.names:
+        raise DataError(
+            f"{path} has no column {text_column!r}; its columns are {schema.names}. "
+            "Set data.text_column."
+        )
+    texts = parquet.read_table(path, columns=[text_column]).column(text_column).to_pylist()
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DataError(
+                f"{path}, row {row}: column {text_column!r} has a value of type "
+                f"{type(text).__name__}, expected a string."
+            )
+        yield Document(f"{relative}:{row}", normalize_text(text))

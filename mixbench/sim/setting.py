@@ -1,0 +1,127 @@
+"""The simulated setting: methods run on a `SimBackend` through the same engine as real runs.
+
+World `seed` of an experiment is `world_seed + seed`, so each seed is a different world and the
+table's averages are over worlds as well as noise draws.
+"""
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from mixbench.errors import ConfigError
+from mixbench.method import MethodContext, Probe
+from mixbench.runs import RunSpec
+from mixbench.sim.backend import SimBackend
+from mixbench.sim.make import make_world
+from mixbench.sim.metrics import a_sim, regret
+
+WORLD_KEYS = ("domains", "world_seed", "prerequisites", "asymmetry", "interference")
+TRAIN_KEYS = ("steps", "tokens_per_step", "eval_noise", "train_noise", "warmup_steps", "min_lr_ratio", "sampling", "eval_every", "checkpoint_every")
+
+
+@lru_cache(maxsize=64)
+def _world(m: int, seed: int, prerequisites: bool, asymmetry: float, interference: float):
+    return make_world(m, seed=seed, prerequisites=prerequisites, asymmetry=asymmetry, interference=interference)
+
+
+@dataclass
+class SimSetting:
+    """Runs on simulated worlds with a known mixing law; `config` is the experiment's `sim` block."""
+
+    config: dict
+    name: str = "sim"
+    domains: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        missing = [key for key in WORLD_KEYS + TRAIN_KEYS if key not in self.config]
+        if missing:
+            raise ConfigError(f"the sim config lacks {', '.join(missing)}; see conf/experiment/sim.yaml.")
+        if int(self.config["domains"]) < 2:
+            raise ConfigError(f"sim.domains={self.config['domains']} is invalid; simulate at least 2 domains.")
+        self.domains = tuple(self.world(0).names)
+
+    def world(self, seed: int):
+        c = self.config
+        return _world(int(c["domains"]), int(c["world_seed"]) + seed, bool(c["prerequisites"]), float(c["asymmetry"]), float(c["interference"]))
+
+    def domain_tokens(self, seed: int) -> np.ndarray:
+        """Simulated domain sizes (tokens), so that `natural` has something to be proportional to."""
+        rng = np.random.default_rng([int(self.config["world_seed"]) + seed, 7])
+        return np.round(10 ** rng.uniform(6, 8, size=len(self.domains)))
+
+    def context(self, seed: int) -> MethodContext:
+        return MethodContext(
+            domains=self.domains,
+            eval_sets=self.domains,
+            train_tokens=self.domain_tokens(seed),
+            total_steps=int(self.config["steps"]),
+            tokens_per_step=int(self.config["tokens_per_step"]),
+            seed=seed,
+        )
+
+    def spec(self, seed: int, *, mixture=None, method=None, probe: Probe | None = None, role: str = "final") -> RunSpec:
+        train = {key: self.config[key] for key in TRAIN_KEYS}
+        model = {"kind": "simulated"}
+        if probe is not None:
+            train.update({key: value for key, value in probe.train.items() if key in train})
+            if probe.steps is not None:
+                train["steps"] = int(probe.steps)
+            model.update(probe.model)
+            mixture = probe.mixture
+            seed = probe.seed if probe.seed is not None else seed
+        data = {"simulator": {key: self.config[key] for key in WORLD_KEYS} | {"world_seed": int(self.config["world_seed"]) + seed}}
+        return RunSpec(
+            data=data,
+            model=model,
+            train=train,
+            seed=int(seed),
+            mixture=tuple(float(w) for w in mixture) if mixture is not None else None,
+            method=method,
+            role=role,
+        )
+
+    def make_backend(self, spec: RunSpec) -> SimBackend:
+        world_seed = int(spec.data["simulator"]["world_seed"]) - int(self.config["world_seed"])
+        train = spec.train
+        return SimBackend(
+            self.world(world_seed),
+            int(train["steps"]),
+            int(train["tokens_per_step"]),
+            eval_noise=float(train["eval_noise"]),
+            train_noise=float(train["train_noise"]),
+            seed=spec.seed,
+            warmup_steps=train["warmup_steps"],
+            min_lr_ratio=float(train["min_lr_ratio"]),
+            sampling=train["sampling"],
+        )
+
+    def final_metrics(self, backend: SimBackend, test_losses: np.ndarray) -> dict:
+        truth = backend.ground_truth()
+        uniform = np.full(len(self.domains), 1.0 / len(self.domains))
+        stratified_loss = float(np.mean(backend.world.static_loss(uniform, backend.total_steps, schedule=backend.schedule)))
+        return {
+            "test_perplexity": np.exp(test_losses).tolist(),
+            "test_bits_per_byte": None,
+            "true_losses": truth["losses"].tolist(),
+            "true_mean_loss": float(np.mean(truth["losses"])),
+            "optimal_static_mixture": truth["optimal_static_mixture"].tolist(),
+            "optimal_static_loss": float(truth["optimal_static_loss"]),
+            "stratified_loss": stratified_loss,
+            "regret": float(regret(float(np.mean(truth["losses"])), float(truth["optimal_static_loss"]), stratified_loss)),
+            "true_A": [{"step": step, "A": np.asarray(matrix).tolist()} for step, matrix in zip(truth["round_steps"], truth["A"])],
+        }
+
+    def is_main_process(self) -> bool:
+        return True
+
+
+def method_a_sim(record: dict) -> float | None:
+    """Average `a_sim` between a run's per-round A estimates and the true A at the same steps."""
+    truth = {entry["step"]: np.asarray(entry["A"]) for entry in record.get("true_A") or []}
+    scores = []
+    for round_ in record.get("rounds") or []:
+        if round_.get("A") is None or round_["step"] not in truth:
+            continue
+        scores.append(a_sim(truth[round_["step"]], np.asarray(round_["A"])))
+    return float(np.mean(scores)) if scores else None

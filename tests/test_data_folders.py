@@ -1,0 +1,226 @@
+"""User domains: folder and saved-dataset inputs, and the errors they raise."""
+
+import gzip
+import json
+
+import pytest
+
+from mixbench.data import prepare_corpus
+from mixbench.errors import ConfigError, DataError
+
+
+def write_txt_domain(root, domain, texts):
+    folder = root / domain
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, text in enumerate(texts):
+        (folder / f"doc{index:03d}.txt").write_text(text, encoding="utf-8")
+
+
+def folder_config(root, cache, **overrides):
+    config = {"source": "folders", "path": str(root), "cache_dir": str(cache)}
+    config.update(overrides)
+    return config
+
+
+def decoded_documents(corpus, domain, split):
+    """Return the documents of one split, recovered from its byte-tokenized shard."""
+    return corpus.decode(corpus.tokens(domain, split)).split("\n\n")
+
+
+def test_txt_folders_load_all_subfolders(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "beta", [f"beta document {i}" for i in range(10)])
+    write_txt_domain(root, "alpha", [f"alpha document {i}" for i in range(10)])
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    assert corpus.domains == ("alpha", "beta")
+    assert corpus.metadata["domains"]["alpha"]["documents"] == 10
+    all_docs = sum((decoded_documents(corpus, "alpha", s) for s in ("train", "val", "test")), [])
+    assert sorted(all_docs) == sorted(f"alpha document {i}" for i in range(10))
+
+
+def test_folders_domain_subset_keeps_config_order(tmp_path):
+    root = tmp_path / "domains"
+    for name in ("a", "b", "c"):
+        write_txt_domain(root, name, [f"{name} text {i}" for i in range(5)])
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache", domains=["c", "a"]))
+
+    assert corpus.domains == ("c", "a")
+
+
+def test_jsonl_and_gzip_jsonl_load(tmp_path):
+    root = tmp_path / "domains"
+    folder = root / "records"
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"text": f"plain line {i}", "meta": i}) for i in range(6)]
+    (folder / "part1.jsonl").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    gz_lines = [json.dumps({"text": f"gzip line {i}"}) for i in range(6)]
+    with gzip.open(folder / "part2.jsonl.gz", "wt", encoding="utf-8") as file:
+        file.write("\n".join(gz_lines))
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    assert corpus.metadata["domains"]["records"]["documents"] == 12
+    texts = sum((decoded_documents(corpus, "records", s) for s in ("train", "val", "test")), [])
+    assert "plain line 3" in texts
+    assert "gzip line 5" in texts
+
+
+def test_parquet_loads(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    root = tmp_path / "domains"
+    (root / "tables").mkdir(parents=True)
+    table = pyarrow.table({"text": [f"row number {i}" for i in range(8)], "id": list(range(8))})
+    parquet.write_table(table, root / "tables" / "data.parquet")
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    assert corpus.metadata["domains"]["tables"]["documents"] == 8
+    texts = sum((decoded_documents(corpus, "tables", s) for s in ("train", "val", "test")), [])
+    assert sorted(texts) == sorted(f"row number {i}" for i in range(8))
+
+
+def test_parquet_without_text_column_raises(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    root = tmp_path / "domains"
+    (root / "tables").mkdir(parents=True)
+    parquet.write_table(pyarrow.table({"body": ["x"] * 5}), root / "tables" / "data.parquet")
+
+    with pytest.raises(DataError, match="no column 'text'.*body"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_hf_disk_dataset_loads(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {
+        "domain": ["news"] * 6 + ["code"] * 6,
+        "text": [f"news story {i}" for i in range(6)] + [f"x = {i}" for i in range(6)],
+    }
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    corpus = prepare_corpus(config)
+
+    assert corpus.domains == ("code", "news")
+    assert corpus.metadata["domains"]["news"]["documents"] == 6
+    texts = sum((decoded_documents(corpus, "code", s) for s in ("train", "val", "test")), [])
+    assert sorted(texts) == sorted(f"x = {i}" for i in range(6))
+
+
+def test_hf_disk_unknown_domain_lists_values(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"domain": ["news"] * 5, "text": [f"story {i}" for i in range(5)]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "domains": ["newz"],
+              "cache_dir": str(tmp_path / "c")}  # fmt: skip
+    with pytest.raises(DataError, match="Did you mean 'news'"):
+        prepare_corpus(config)
+
+
+def test_missing_domain_folder_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "python", ["a", "b", "c"])
+
+    with pytest.raises(DataError, match="'pythn'.*Did you mean 'python'"):
+        prepare_corpus(folder_config(root, tmp_path / "cache", domains=["pythn"]))
+
+
+def test_missing_path_raises(tmp_path):
+    with pytest.raises(DataError, match="is not a directory"):
+        prepare_corpus(folder_config(tmp_path / "nowhere", tmp_path / "cache"))
+
+
+def test_folders_without_path_raises(tmp_path):
+    with pytest.raises(ConfigError, match="data.path is required"):
+        prepare_corpus({"source": "folders", "cache_dir": str(tmp_path)})
+
+
+def test_empty_domain_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "full", ["one", "two", "three"])
+    write_txt_domain(root, "empty", ["", "   \n", ""])
+
+    with pytest.raises(DataError, match="'empty'.*holds no text"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_domain_folder_without_files_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "full", ["one", "two", "three"])
+    (root / "hollow").mkdir()
+
+    with pytest.raises(DataError, match="'hollow'.*found 0 document"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_unsupported_extension_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "mixed", ["one", "two", "three"])
+    (root / "mixed" / "table.csv").write_text("a,b\n1,2\n")
+
+    with pytest.raises(DataError, match="unsupported file .*table.csv"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_hidden_files_are_skipped(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "notes", ["one", "two", "three"])
+    (root / "notes" / ".DS_Store").write_bytes(b"\x00\x01")
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    assert corpus.metadata["domains"]["notes"]["documents"] == 3
+
+
+def test_jsonl_line_without_text_raises(tmp_path):
+    root = tmp_path / "domains"
+    (root / "records").mkdir(parents=True)
+    (root / "records" / "a.jsonl").write_text('{"text": "fine"}\n{"body": "no text"}\n')
+
+    with pytest.raises(DataError, match=r"a.jsonl, line 2: .*'text' field, found \['body'\]"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_jsonl_invalid_json_raises(tmp_path):
+    root = tmp_path / "domains"
+    (root / "records").mkdir(parents=True)
+    (root / "records" / "a.jsonl").write_text('{"text": "fine"}\n{"text": \n')
+
+    with pytest.raises(DataError, match="a.jsonl, line 2: invalid JSON"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_custom_text_column_for_jsonl(tmp_path):
+    root = tmp_path / "domains"
+    (root / "records").mkdir(parents=True)
+    lines = [json.dumps({"content": f"body {i}"}) for i in range(5)]
+    (root / "records" / "a.jsonl").write_text("\n".join(lines))
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache", text_column="content"))
+
+    assert corpus.metadata["domains"]["records"]["documents"] == 5
+
+
+def test_too_few_documents_names_domain(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "big", [f"text {i}" for i in range(10)])
+    write_txt_domain(root, "tiny", ["only one", "and two"])
+
+    with pytest.raises(DataError, match="'tiny' has 2 document"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_byte_cap_takes_whole_documents(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "capped", ["x" * 100 for _ in range(20)])
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache", max_bytes_per_domain=1050))
+
+    info = corpus.metadata["domains"]["capped"]
+    assert info["documents"] == 10
+    assert info["bytes"] == 1000
