@@ -1,3 +1,8 @@
-"""Built-in mixing methods. Importing this package registers each of them."""
+"""Built-in mixing methods. Importing this package registers every module in it."""
 
-from methods import fixed, natural, stratified  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
+    if not _module.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module}")

@@ -90,9 +90,16 @@ def execute_run(
     run_dir: Path,
     method: OnlineMethod | None = None,
     context: MethodContext | None = None,
+    reference: tuple[RunSpec, Path] | None = None,
 ) -> dict:
-    """Train the run described by `spec` to the end, resuming from its checkpoint, and return its record."""
+    """Train the run described by `spec` to the end, resuming from its checkpoint, and return its record.
+
+    `reference` is the spec and folder of a finished run whose model becomes the backend's
+    reference model (DoReMi's excess loss is measured against it).
+    """
     backend = setting.make_backend(spec)
+    if reference is not None:
+        setting.attach_reference(backend, spec, *reference)
     train = spec.train
     eval_every, checkpoint_every = int(train.get("eval_every", 0)), int(train.get("checkpoint_every", 0))
     round_steps = method.round_steps if method is not None else 0
@@ -136,6 +143,8 @@ def execute_run(
     progress.close()
 
     test_losses = backend.evaluate("test")
+    if main:
+        setting.save_model(backend, run_dir)
     record = {
         "status": "complete",
         "role": spec.role,
@@ -236,8 +245,11 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         mixture = validate_mixture(method.optimize(context), setting.domains, name=f"mixture chosen by {method.name}")
         final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train)
     else:
+        online, reference = _prepare_online(method_config, setting, store, seed, context, train, extra)
         spec = setting.spec(seed, method={"name": method.name, **method.get_params()}, role="proxy" if method.trains_proxy else "final")
-        run, _ = store.get_or_run(spec, lambda s, d: train(s, d, online=build_method(method_config)))
+        run, _ = store.get_or_run(
+            spec, lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference)
+        )
         if method.trains_proxy:
             extra.append(run)
             trajectory = [np.asarray(point["mixture"]) for point in run["trajectory"]]
@@ -255,6 +267,28 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         fitted=_jsonable_state(method),
         wall_time_s=time.perf_counter() - started,
     )
+
+
+def _prepare_online(method_config, setting, store, seed, context, train, extra):
+    """Train an online method's prerequisite runs and hand their results to a fresh instance of it.
+
+    Returns the prepared method and the reference run (spec and folder), if it has one.
+    """
+    online = build_method(method_config)
+    observations, reference = [], None
+    for probe in online.prerequisites(context):
+        spec = setting.spec(seed, probe=probe, role=probe.role)
+        record, _ = store.get_or_run(spec, train)
+        extra.append(record)
+        if record.get("status") != "complete":
+            raise RunFailedError(f"{probe.role} run {spec.id} of method {online.name!r} failed: {record.get('error')}")
+        observations.append(
+            Observation(np.asarray(spec.mixture), np.asarray(record["val_losses"]), run_id=spec.id, role=probe.role)
+        )
+        if probe.role == "reference":
+            reference = (spec, store.run_dir(spec))
+    online.use_prerequisites(observations, context)
+    return online, reference
 
 
 def save_method_result(result: MethodResult, directory: Path) -> Path:

@@ -146,7 +146,19 @@ class OnlineMethod(MixingMethod):
         return np.full(context.m, 1.0 / context.m)
 
     def step_hook(self, context: MethodContext) -> StepHook | None:
+        """Return the per-step update the backend calls during training, or None."""
         return None
+
+    def prerequisites(self, context: MethodContext) -> list[Probe]:
+        """Return whole runs this method needs before its own run (a reference run, single-domain runs).
+
+        They are trained once through the run store and shared with any method that needs the same
+        run. A probe with role "reference" becomes the backend's reference model.
+        """
+        return []
+
+    def use_prerequisites(self, observations: list[Observation], context: MethodContext) -> None:
+        """Learn from the prerequisite runs' final validation losses (e.g. Skill-It's skills graph)."""
 
     def final_mixture(self, trajectory: list[np.ndarray], context: MethodContext) -> np.ndarray:
         """Return the mixture a proxy method hands to its retrain: the average over the proxy run."""

@@ -1,7 +1,9 @@
 """The real setting: a prepared corpus, model and training settings, run through the harness."""
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +74,23 @@ class CorpusSetting:
             "parameters": backend.parameters,
         }
 
+    def save_model(self, backend, run_dir: Path) -> None:
+        """Keep the final weights, so that the run can serve as another method's reference model."""
+        import torch
+
+        weights = backend.accelerator.unwrap_model(backend.model).state_dict()
+        temporary = run_dir / ".final_model.pt.tmp"
+        torch.save(weights, temporary)
+        os.replace(temporary, run_dir / "final_model.pt")
+
+    def attach_reference(self, backend, spec: RunSpec, reference: RunSpec, reference_dir: Path) -> None:
+        """Load a finished run's final weights as the backend's reference model."""
+        check_reference(spec, reference)
+        path = reference_dir / "final_model.pt"
+        if not path.exists():
+            raise ConfigError(f"reference run {reference.id} has no final model at {path}; delete {reference_dir} to retrain it.")
+        backend.set_reference_model(reference.model, path)
+
     def is_main_process(self) -> bool:
         from mixbench.train.accelerator import get_accelerator
 
@@ -120,3 +139,14 @@ def _bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return True
+
+
+def check_reference(spec: RunSpec, reference: RunSpec) -> None:
+    """Raise ConfigError unless a reference run was trained on the same data and tokenizer as `spec`."""
+    if reference.data != spec.data:
+        differing = sorted(key for key in set(spec.data) | set(reference.data) if spec.data.get(key) != reference.data.get(key))
+        raise ConfigError(
+            f"reference run {reference.id} was trained on other data ({', '.join(differing)} differ: "
+            f"{ {key: reference.data.get(key) for key in differing} } versus { {key: spec.data.get(key) for key in differing} }); "
+            f"train the reference on the same corpus, domains and tokenizer."
+        )

@@ -112,6 +112,20 @@ class SimSetting:
             "true_A": [{"step": step, "A": np.asarray(matrix).tolist()} for step, matrix in zip(truth["round_steps"], truth["A"])],
         }
 
+    def save_model(self, backend: SimBackend, run_dir) -> None:
+        """Simulated runs have no weights to keep: a reference is rebuilt from its mixture."""
+
+    def attach_reference(self, backend: SimBackend, spec: RunSpec, reference: RunSpec, reference_dir) -> None:
+        from mixbench.setting import check_reference
+
+        check_reference(spec, reference)
+        if int(reference.train["steps"]) != backend.total_steps:
+            raise ConfigError(
+                f"reference run {reference.id} trained {reference.train['steps']} steps but this run trains "
+                f"{backend.total_steps}; the simulator's reference must match the run's length."
+            )
+        backend.set_reference(np.asarray(reference.mixture), mode="final")
+
     def is_main_process(self) -> bool:
         return True
 

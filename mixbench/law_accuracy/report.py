@@ -1,0 +1,80 @@
+"""Write law-accuracy rows as CSV and summarise them as a Markdown table."""
+
+import csv
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPORT_COLUMNS = ("law", "target", "test_set", "n_train", "n_test", "r2", "mae", "spearman")
+TRAILING_COLUMNS = ("rmse", "in_sample_r2", "status")
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return format(float(value), ".10g")
+    return str(value)
+
+
+def write_report(rows: Sequence[dict[str, Any]], out_csv: str | Path) -> Path:
+    """Write rows as CSV, atomically: to a temporary file in the same folder, then renamed.
+
+    The columns are law, target, test_set, n_train, n_test, r2, mae, spearman, then rmse,
+    in_sample_r2 and status, then any other keys in sorted order. Missing values are empty.
+    """
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    extra = sorted({key for row in rows for key in row} - set(REPORT_COLUMNS) - set(TRAILING_COLUMNS))
+    columns = [*REPORT_COLUMNS, *TRAILING_COLUMNS, *extra]
+    handle = tempfile.NamedTemporaryFile("w", newline="", dir=out_csv.parent, prefix=f".{out_csv.name}.", delete=False)
+    try:
+        with handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([_format(row.get(column)) for column in columns])
+        os.replace(handle.name, out_csv)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return out_csv
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [row[key] for row in rows if row.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], headline: str | None = None) -> str:
+    """Return a Markdown table with one line per law and test set.
+
+    Columns: Spearman and R^2 on the `headline` target when one is given (for example
+    `metric/the_pile_pile_cc_val_loss`), then mean Spearman and mean R^2 over the scored
+    targets, and how many targets were scored and skipped.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["law"], row["test_set"]), []).append(row)
+    header = ["law", "test set"]
+    if headline:
+        header += [f"{headline} Spearman", f"{headline} R^2"]
+    header += ["mean Spearman", "mean R^2", "targets scored", "skipped"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (law, test_set), group in groups.items():
+        scored = [row for row in group if row.get("status", "ok") == "ok"]
+        cells = [law, test_set]
+        if headline:
+            chosen = [row for row in scored if row["target"] == headline]
+            cells += [_cell(chosen[0]["spearman"]) if chosen else "-", _cell(chosen[0]["r2"]) if chosen else "-"]
+        cells += [_cell(_mean(scored, "spearman")), _cell(_mean(scored, "r2")), str(len(scored)), str(len(group) - len(scored))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,210 @@
+"""Score mixing laws on run tables: fit on one table, measure predictions on held-out runs."""
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from mixbench.errors import ConfigError, DataError
+from mixbench.law_accuracy.tables import RunTable
+from mixbench.laws import MixingLaw, get_law
+
+METRICS = ("r2", "mae", "rmse", "spearman", "in_sample_r2")
+_SEPARATORS = "_/.- "
+
+
+def r2_score(y: np.ndarray, prediction: np.ndarray) -> float:
+    """Return the coefficient of determination 1 - SS_res / SS_tot."""
+    return float(1.0 - np.sum((y - prediction) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def prediction_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """Return R^2, MAE, RMSE and Spearman rank correlation of predictions against y."""
+    error = prediction - y
+    return {
+        "r2": r2_score(y, prediction),
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "spearman": float(spearmanr(y, prediction)[0]),
+    }
+
+
+def _core_names(names: Sequence[str]) -> list[str]:
+    """Strip the prefix and suffix that all names share, cut back to a separator."""
+    if len(names) < 2:
+        return list(names)
+    prefix = os.path.commonprefix(list(names))
+    suffix = os.path.commonprefix([name[::-1] for name in names])[::-1]
+    cut_prefix = max((prefix.rfind(c) for c in _SEPARATORS), default=-1) + 1
+    cut_suffix = min((suffix.find(c) for c in _SEPARATORS if c in suffix), default=len(suffix))
+    end = len(suffix) - cut_suffix
+    return [name[cut_prefix : len(name) - end if end else None] for name in names]
+
+
+def match_targets_to_domains(domains: Sequence[str], targets: Sequence[str]) -> list[int | None]:
+    """Return, per target, the index of the domain it evaluates, or None when unclear.
+
+    A domain matches when its name, without the prefix and suffix shared by all domains,
+    appears in the target name between separators (`train_the_pile_arxiv` matches
+    `metric/the_pile_arxiv_val_loss`). The longest match wins; a tie gives None.
+    """
+    cores = _core_names(domains)
+    matches = []
+    for target in targets:
+        found = [
+            (len(core), j) for j, core in enumerate(cores)
+            if core and re.search(rf"(?<![A-Za-z0-9]){re.escape(core)}(?![A-Za-z0-9])", target)
+        ]
+        found.sort(reverse=True)
+        if found and (len(found) == 1 or found[0][0] > found[1][0]):
+            matches.append(found[0][1])
+        else:
+            matches.append(None)
+    return matches
+
+
+def _make_law(law: str | MixingLaw, seed: int) -> MixingLaw:
+    if isinstance(law, MixingLaw):
+        return type(law)(**law.get_params())
+    made = get_law(law)
+    if "seed" in made.get_params():
+        made = get_law(law, seed=seed)
+    return made
+
+
+def _law_label(law: str | MixingLaw) -> str:
+    return law.name if isinstance(law, MixingLaw) else str(law)
+
+
+def _fit_one(law: MixingLaw, table: RunTable, target: int, own: int | None) -> MixingLaw:
+    fit_params = {"own_domains": [own]} if law.name == "dml" else {}
+    return law.fit(table.P, table.L[:, [target]], **fit_params)
+
+
+def _skip_reason(law: MixingLaw, table: RunTable, target: int) -> str | None:
+    k, m = table.P.shape
+    if k < law.min_runs(m):
+        return f"skipped: the {law.name} law needs at least {law.min_runs(m)} runs for {m} domains, got {k}"
+    if np.ptp(table.L[:, target]) == 0:
+        return "skipped: constant loss in the training runs"
+    return None
+
+
+def align_domains(train: RunTable, test: RunTable) -> RunTable:
+    """Return `test` with its mixture columns in the order of `train`'s domains.
+
+    Raise DataError naming the columns that one table has and the other lacks.
+    """
+    if test.domains == train.domains:
+        return test
+    missing = [d for d in train.domains if d not in test.domains]
+    extra = [d for d in test.domains if d not in train.domains]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing domain columns {', '.join(missing)}")
+        if extra:
+            parts.append(f"extra domain columns {', '.join(extra)}")
+        raise DataError(
+            f"test table {test.name!r} has {' and '.join(parts)} compared with train table {train.name!r}; "
+            f"both tables need the same domain columns."
+        )
+    order = [test.domains.index(d) for d in train.domains]
+    return RunTable(train.domains, test.targets, test.P[:, order], test.L, test.index, test.name)
+
+
+def _row(law: str, target: str, test_set: str, n_train: int, n_test: int, **values: Any) -> dict[str, Any]:
+    row = {"law": law, "target": target, "test_set": test_set, "n_train": n_train, "n_test": n_test}
+    row.update({metric: values.get(metric) for metric in METRICS})
+    row["status"] = values.get("status", "ok")
+    return row
+
+
+def score_laws(
+    train: RunTable, tests: Sequence[RunTable], laws: Sequence[str | MixingLaw], seed: int = 0
+) -> list[dict[str, Any]]:
+    """Fit each law on `train`, one target at a time, and score it on every table in `tests`.
+
+    Return one row per law, target and test set with keys law, target, test_set, n_train,
+    n_test, r2, mae, rmse, spearman, in_sample_r2 and status. A row that cannot be scored
+    (too few runs for the law, constant loss, a target absent from the test table) has
+    status "skipped: <reason>" and None metrics. `seed` seeds every law that has one.
+    Raise ConfigError for an unknown law, or for "lightgbm" without the lightgbm package,
+    and DataError when the tables have different domain columns.
+    """
+    if isinstance(tests, RunTable):
+        tests = [tests]
+    tests = [align_domains(train, test) for test in tests]
+    own_domains = match_targets_to_domains(train.domains, train.targets)
+    rows = []
+    for law_spec in laws:
+        label = _law_label(law_spec)
+        for i, target in enumerate(train.targets):
+            law = _make_law(law_spec, seed)
+            reason = _skip_reason(law, train, i)
+            fitted = None if reason else _fit_one(law, train, i, own_domains[i])
+            in_sample = None if fitted is None else r2_score(train.L[:, i], fitted.predict(train.P)[:, 0])
+            for test in tests:
+                common = dict(law=label, target=target, test_set=test.name, n_train=len(train), n_test=len(test))
+                if reason:
+                    rows.append(_row(**common, status=reason))
+                elif target not in test.targets:
+                    rows.append(_row(**common, in_sample_r2=in_sample, status="skipped: target missing from the test table"))
+                else:
+                    y = test.L[:, test.targets.index(target)]
+                    if np.ptp(y) == 0:
+                        rows.append(_row(**common, in_sample_r2=in_sample, status="skipped: constant loss in the test runs"))
+                    else:
+                        metrics = prediction_metrics(y, fitted.predict(test.P)[:, 0])
+                        rows.append(_row(**common, **metrics, in_sample_r2=in_sample))
+    return rows
+
+
+def cross_validate(
+    table: RunTable, laws: Sequence[str | MixingLaw], k: int = 5, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Score laws by k-fold cross-validation on one table, for when no held-out table exists.
+
+    Each run is predicted once, by the law fitted on the other folds (shuffled with `seed`),
+    and the metrics are computed over all those out-of-fold predictions. n_train is the
+    smallest training fold; in_sample_r2 is the mean over folds. Rows have the keys of
+    `score_laws`, with test_set "<table name> (<k>-fold CV)".
+    """
+    if not isinstance(k, (int, np.integer)) or not 2 <= k <= len(table):
+        raise ConfigError(f"k={k!r} folds must be an integer between 2 and the number of runs ({len(table)}).")
+    order = np.random.default_rng(seed).permutation(len(table))
+    folds = np.array_split(order, k)
+    n_train = len(table) - max(fold.size for fold in folds)
+    test_set = f"{table.name} ({k}-fold CV)"
+    own_domains = match_targets_to_domains(table.domains, table.targets)
+    rows = []
+    for law_spec in laws:
+        label = _law_label(law_spec)
+        for i, target in enumerate(table.targets):
+            common = dict(law=label, target=target, test_set=test_set, n_train=n_train, n_test=len(table))
+            reason = _cv_skip_reason(_make_law(law_spec, seed), table, i, n_train)
+            if reason:
+                rows.append(_row(**common, status=reason))
+                continue
+            prediction = np.empty(len(table))
+            in_sample = []
+            for fold in folds:
+                train = table.subset(np.setdiff1d(order, fold))
+                fitted = _fit_one(_make_law(law_spec, seed), train, i, own_domains[i])
+                prediction[fold] = fitted.predict(table.P[fold])[:, 0]
+                in_sample.append(r2_score(train.L[:, i], fitted.predict(train.P)[:, 0]))
+            metrics = prediction_metrics(table.L[:, i], prediction)
+            rows.append(_row(**common, **metrics, in_sample_r2=float(np.mean(in_sample))))
+    return rows
+
+
+def _cv_skip_reason(law: MixingLaw, table: RunTable, target: int, n_train: int) -> str | None:
+    m = table.P.shape[1]
+    if n_train < law.min_runs(m):
+        return f"skipped: the {law.name} law needs at least {law.min_runs(m)} runs for {m} domains, a fold has {n_train}"
+    if np.ptp(table.L[:, target]) == 0:
+        return "skipped: constant loss in the runs"
+    return None

@@ -1,0 +1,159 @@
+"""Run tables: mixtures and final losses of many training runs, read from a pair of CSV files.
+
+The mixture file has an `index` column and one weight column per domain. The loss file has
+an `index` column and one loss column per target (evaluation set). Rows are joined on
+`index`, so the two files may list the runs in different orders.
+"""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mixbench.errors import DataError
+
+INDEX_COLUMN = "index"
+ROW_SUM_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """Mixtures P (k, m) over `domains` and losses L (k, n) on `targets` of k runs, keyed by `index`."""
+
+    domains: tuple[str, ...]
+    targets: tuple[str, ...]
+    P: np.ndarray
+    L: np.ndarray
+    index: tuple
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def subset(self, rows, name: str | None = None) -> "RunTable":
+        """Return the table restricted to the given row positions."""
+        rows = np.asarray(rows)
+        return RunTable(
+            self.domains, self.targets, self.P[rows], self.L[rows],
+            tuple(self.index[i] for i in rows), name or self.name,
+        )
+
+
+def _read_header(rows: list[list[str]], path: Path, kind: str) -> list[str]:
+    """Return the header of a CSV file after checking its `index` column and column names."""
+    if not rows:
+        raise DataError(f"{kind} file {path} is empty; it needs a header with an '{INDEX_COLUMN}' column.")
+    header = [name.strip() for name in rows[0]]
+    if INDEX_COLUMN not in header:
+        raise DataError(f"{kind} file {path} has no '{INDEX_COLUMN}' column (columns: {', '.join(header)}); "
+                        f"add one that identifies each run.")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise DataError(f"{kind} file {path} repeats the columns {', '.join(duplicated)}.")
+    if len(header) < 2:
+        raise DataError(f"{kind} file {path} has only the '{INDEX_COLUMN}' column and no data columns.")
+    if len(rows) < 2:
+        raise DataError(f"{kind} file {path} has a header but no runs.")
+    return header
+
+
+def _read_csv(path: Path, kind: str) -> tuple[list[str], dict, np.ndarray]:
+    """Return (value columns, {index: row position}, values) of one CSV file."""
+    if not path.is_file():
+        raise DataError(f"{kind} file {path} not found.")
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    header = _read_header(rows, path, kind)
+    key = header.index(INDEX_COLUMN)
+    columns = [name for name in header if name != INDEX_COLUMN]
+
+    positions: dict = {}
+    values = np.empty((len(rows) - 1, len(columns)))
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(f"{kind} file {path} line {line} has {len(row)} fields but the header has {len(header)}.")
+        index = _parse_index(row[key].strip())
+        if index in positions:
+            raise DataError(f"{kind} file {path} repeats index {index!r} (lines {positions[index] + 2} and {line}); "
+                            f"each run needs a unique index.")
+        positions[index] = line - 2
+        cells = [cell for j, cell in enumerate(row) if j != key]
+        for j, cell in enumerate(cells):
+            try:
+                values[line - 2, j] = float(cell) if cell.strip() else np.nan
+            except ValueError:
+                raise DataError(f"{kind} file {path} line {line}, column {columns[j]}: {cell!r} is not a number.") from None
+
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+        inverse = {position: index for index, position in positions.items()}
+        cells = ", ".join(f"index {inverse[r]!r} column {columns[c]}" for r, c in bad[:5])
+        raise DataError(f"{kind} file {path} has missing, NaN or infinite values ({cells}"
+                        f"{', ...' if len(bad) > 5 else ''}); drop or fix those runs.")
+    return columns, positions, values
+
+
+def _parse_index(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _describe(indices: list, limit: int = 10) -> str:
+    shown = ", ".join(repr(index) for index in indices[:limit])
+    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
+
+def read_run_table(
+    mixtures_csv: str | Path,
+    losses_csv: str | Path,
+    *,
+    name: str | None = None,
+    renormalize: bool = False,
+) -> RunTable:
+    """Read a run table from a mixture CSV and a loss CSV joined on their `index` column.
+
+    Rows keep the order of the mixture file. Raise DataError for a missing `index` column,
+    duplicate indices, indices present in only one file, empty, NaN or non-numeric cells,
+    negative weights, or mixture rows whose sum is off 1 by more than 0.01. With
+    `renormalize=True`, each mixture row is divided by its sum instead of being checked.
+    `name` defaults to the mixture file's stem.
+    """
+    mixtures_csv, losses_csv = Path(mixtures_csv), Path(losses_csv)
+    domains, mixture_rows, P = _read_csv(mixtures_csv, "mixture")
+    targets, loss_rows, L = _read_csv(losses_csv, "loss")
+    only_mixtures = [index for index in mixture_rows if index not in loss_rows]
+    only_losses = [index for index in loss_rows if index not in mixture_rows]
+    if only_mixtures or only_losses:
+        parts = []
+        if only_mixtures:
+            parts.append(f"indices {_describe(only_mixtures)} are in {mixtures_csv.name} but missing from {losses_csv.name}")
+        if only_losses:
+            parts.append(f"indices {_describe(only_losses)} are in {losses_csv.name} but missing from {mixtures_csv.name}")
+        raise DataError("the mixture and loss files list different runs: " + "; ".join(parts) + ".")
+    index = tuple(mixture_rows)
+    L = L[[loss_rows[i] for i in index]]
+    P = _check_weights(P, index, mixtures_csv, renormalize)
+    return RunTable(tuple(domains), tuple(targets), P, L, index, name or mixtures_csv.stem)
+
+
+def _check_weights(P: np.ndarray, index: tuple, path: Path, renormalize: bool) -> np.ndarray:
+    negative = [index[i] for i in np.flatnonzero(np.any(P < 0, axis=1))]
+    if negative:
+        raise DataError(f"mixture file {path} has negative weights at indices {_describe(negative)}.")
+    totals = P.sum(axis=1)
+    if renormalize:
+        empty = [index[i] for i in np.flatnonzero(totals <= 0)]
+        if empty:
+            raise DataError(f"mixture file {path} has rows with all weights 0 at indices {_describe(empty)}.")
+        return P / totals[:, None]
+    off = np.flatnonzero(np.abs(totals - 1.0) > ROW_SUM_TOLERANCE)
+    if off.size:
+        rows = ", ".join(f"index {index[i]!r} sums to {totals[i]:.4g}" for i in off[:10])
+        raise DataError(
+            f"mixture file {path} has {off.size} rows that do not sum to 1 within {ROW_SUM_TOLERANCE} ({rows}"
+            f"{', ...' if off.size > 10 else ''}); fix them, or pass renormalize=True to divide each row by its sum."
+        )
+    return P

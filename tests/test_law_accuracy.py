@@ -1,0 +1,235 @@
+"""Tests for run tables and law scoring on small tables written to a temporary folder."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mixbench.errors import DataError
+from mixbench.law_accuracy import (
+    REPORT_COLUMNS,
+    RunTable,
+    cross_validate,
+    match_targets_to_domains,
+    read_run_table,
+    score_laws,
+    summary_markdown,
+    write_report,
+)
+
+DOMAINS = ("train_a", "train_b", "train_c")
+TARGETS = ("loss/a_val", "loss/b_val")
+W = np.array([[3.0, 2.0, 1.0], [1.0, 4.0, 2.5]])
+
+
+def write_csv(path: Path, header, rows):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_table(folder: Path, P, L, index=None, loss_order=None, stem="runs"):
+    index = list(range(1, len(P) + 1)) if index is None else index
+    loss_order = range(len(P)) if loss_order is None else loss_order
+    mixtures = write_csv(folder / f"{stem}_mixture.csv", ["index", *DOMAINS], [[i, *p] for i, p in zip(index, P)])
+    losses = write_csv(folder / f"{stem}_loss.csv", ["index", *TARGETS], [[index[k], *L[k]] for k in loss_order])
+    return mixtures, losses
+
+
+def linear_table(n, seed, name="runs"):
+    P = np.random.default_rng(seed).dirichlet(np.ones(3), n)
+    return RunTable(DOMAINS, TARGETS, P, 0.5 + P @ W.T, tuple(range(n)), name)
+
+
+def test_read_joins_on_index(tmp_path):
+    P = np.random.default_rng(0).dirichlet(np.ones(3), 6).round(6)
+    L = 0.5 + P @ W.T
+    table = read_run_table(*write_table(tmp_path, P, L, loss_order=[5, 3, 1, 0, 2, 4]))
+    assert table.domains == DOMAINS
+    assert table.targets == TARGETS
+    assert table.index == (1, 2, 3, 4, 5, 6)
+    assert table.name == "runs_mixture"
+    np.testing.assert_allclose(table.L, L)
+    np.testing.assert_allclose(table.P, P)
+
+
+def test_read_mismatched_indices(tmp_path):
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 1, 0, 0], [2, 0, 1, 0], [3, 0, 0, 1]])
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1], [2, 1, 1], [9, 1, 1]])
+    with pytest.raises(DataError, match=r"indices 3 are in m\.csv but missing from l\.csv; indices 9 are in l\.csv"):
+        read_run_table(mixtures, losses)
+
+
+def test_read_missing_index_column(tmp_path):
+    mixtures = write_csv(tmp_path / "m.csv", ["run", *DOMAINS], [[1, 1, 0, 0]])
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1]])
+    with pytest.raises(DataError, match="has no 'index' column"):
+        read_run_table(mixtures, losses)
+
+
+def test_read_duplicate_index(tmp_path):
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 1, 0, 0], [1, 0, 1, 0]])
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1]])
+    with pytest.raises(DataError, match=r"repeats index 1 \(lines 2 and 3\)"):
+        read_run_table(mixtures, losses)
+
+
+def test_read_nan_loss(tmp_path):
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 1, 0, 0], [2, 0, 1, 0]])
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1], [2, "nan", 1]])
+    with pytest.raises(DataError, match="index 2 column loss/a_val"):
+        read_run_table(mixtures, losses)
+
+
+def test_read_empty_cell(tmp_path):
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 1, "", 0]])
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1]])
+    with pytest.raises(DataError, match="index 1 column train_b"):
+        read_run_table(mixtures, losses)
+
+
+def test_read_non_numeric_cell(tmp_path):
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 1, "x", 0]])
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1]])
+    with pytest.raises(DataError, match="'x' is not a number"):
+        read_run_table(mixtures, losses)
+
+
+def test_read_rows_off_simplex(tmp_path):
+    rows = [[1, 0.5, 0.5, 0.0], [2, 0.6, 0.5, 0.0], [3, 0.2, 0.2, 0.2]]
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], rows)
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[i, 1, 1] for i in (1, 2, 3)])
+    with pytest.raises(DataError, match=r"2 rows .*index 2 sums to 1\.1, index 3 sums to 0\.6.*renormalize=True"):
+        read_run_table(mixtures, losses)
+    table = read_run_table(mixtures, losses, renormalize=True)
+    np.testing.assert_allclose(table.P.sum(axis=1), 1.0)
+    np.testing.assert_allclose(table.P[2], [1 / 3, 1 / 3, 1 / 3])
+
+
+def test_read_accepts_rounding(tmp_path):
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 0.333, 0.333, 0.333]])
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1]])
+    assert read_run_table(mixtures, losses).P.shape == (1, 3)
+
+
+def test_read_missing_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_run_table(tmp_path / "absent.csv", tmp_path / "absent_loss.csv")
+
+
+def test_score_rows_and_metrics():
+    rows = score_laws(linear_table(40, 0, "train"), [linear_table(30, 1, "test")], ["linear", "dml"])
+    assert len(rows) == 4
+    expected_keys = {*REPORT_COLUMNS, "rmse", "in_sample_r2", "status"}
+    for row in rows:
+        assert set(row) == expected_keys
+        assert row["status"] == "ok"
+        assert row["n_train"] == 40
+        assert row["n_test"] == 30
+    linear = [row for row in rows if row["law"] == "linear"]
+    assert all(row["r2"] > 0.999999 and row["spearman"] == pytest.approx(1.0) for row in linear)
+    assert all(row["mae"] < 1e-9 for row in linear)
+
+
+def test_score_several_test_sets():
+    rows = score_laws(linear_table(20, 0), [linear_table(10, 1, "a"), linear_table(10, 2, "b")], ["linear"])
+    assert [(row["target"], row["test_set"]) for row in rows] == [
+        (TARGETS[0], "a"), (TARGETS[0], "b"), (TARGETS[1], "a"), (TARGETS[1], "b"),
+    ]
+
+
+def test_score_skips_constant_target():
+    train = linear_table(20, 0)
+    L = train.L.copy()
+    L[:, 1] = 3.0
+    train = RunTable(train.domains, train.targets, train.P, L, train.index, "train")
+    rows = score_laws(train, [linear_table(10, 1, "test")], ["linear"])
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "skipped: constant loss in the training runs"
+    assert rows[1]["r2"] is None
+    assert rows[1]["spearman"] is None
+
+
+def test_score_skips_too_few_runs():
+    rows = score_laws(linear_table(3, 0), [linear_table(10, 1, "test")], ["linear", "dml"])
+    by_law = {row["law"]: row for row in rows if row["target"] == TARGETS[0]}
+    assert by_law["linear"]["status"] == "ok"
+    assert by_law["dml"]["status"] == "skipped: the dml law needs at least 4 runs for 3 domains, got 3"
+    assert by_law["dml"]["mae"] is None
+
+
+def test_score_skips_target_missing_from_test():
+    test = linear_table(10, 1, "test")
+    test = RunTable(test.domains, ("loss/a_val", "loss/other"), test.P, test.L, test.index, "test")
+    rows = score_laws(linear_table(20, 0), [test], ["linear"])
+    assert rows[1]["status"] == "skipped: target missing from the test table"
+    assert rows[1]["in_sample_r2"] > 0.999
+
+
+def test_score_names_missing_domain_column():
+    test = linear_table(10, 1, "test")
+    test = RunTable(("train_a", "train_b", "train_x"), TARGETS, test.P, test.L, test.index, "test")
+    with pytest.raises(DataError, match="missing domain columns train_c and extra domain columns train_x"):
+        score_laws(linear_table(20, 0), [test], ["linear"])
+
+
+def test_score_aligns_domain_order():
+    test = linear_table(10, 1, "test")
+    shuffled = RunTable(("train_c", "train_a", "train_b"), TARGETS, test.P[:, [2, 0, 1]], test.L, test.index, "test")
+    train = linear_table(20, 0)
+    first = score_laws(train, [test], ["linear"])
+    second = score_laws(train, [shuffled], ["linear"])
+    assert [row["r2"] for row in first] == pytest.approx([row["r2"] for row in second])
+
+
+def test_cross_validate_rows():
+    rows = cross_validate(linear_table(50, 0, "sweep"), ["linear", "trees"], k=5, seed=0)
+    linear = [row for row in rows if row["law"] == "linear"]
+    assert [row["test_set"] for row in linear] == ["sweep (5-fold CV)"] * 2
+    assert all(row["r2"] > 0.999999 for row in linear)
+    assert all(row["n_train"] == 40 and row["n_test"] == 50 for row in rows)
+    trees = [row for row in rows if row["law"] == "trees"]
+    assert all(row["status"] == "ok" for row in trees)
+
+
+def test_cross_validate_skips_small_folds():
+    rows = cross_validate(linear_table(12, 0), ["trees"], k=3)
+    assert all(row["status"].startswith("skipped: the trees law needs at least 40 runs") for row in rows)
+
+
+def test_cross_validate_rejects_bad_k():
+    with pytest.raises(ValueError, match="folds"):
+        cross_validate(linear_table(5, 0), ["linear"], k=1)
+
+
+def test_write_report_columns_and_atomicity(tmp_path):
+    rows = score_laws(linear_table(20, 0), [linear_table(10, 1, "test")], ["linear"])
+    rows.append({**rows[0], "target": "loss/c_val", "r2": None, "status": "skipped: constant loss in the training runs"})
+    out = write_report(rows, tmp_path / "sub" / "report.csv")
+    with out.open() as handle:
+        table = list(csv.reader(handle))
+    assert table[0][:8] == ["law", "target", "test_set", "n_train", "n_test", "r2", "mae", "spearman"]
+    assert table[0][8:] == ["rmse", "in_sample_r2", "status"]
+    assert len(table) == 4
+    assert table[3][5] == ""
+    assert [path.name for path in out.parent.iterdir()] == ["report.csv"]
+
+
+def test_summary_markdown_headline():
+    rows = score_laws(linear_table(20, 0), [linear_table(10, 1, "test")], ["linear"])
+    text = summary_markdown(rows, headline="loss/a_val")
+    lines = text.strip().splitlines()
+    assert lines[0] == "| law | test set | loss/a_val Spearman | loss/a_val R^2 | mean Spearman | mean R^2 | targets scored | skipped |"
+    assert lines[2] == "| linear | test | 1.000 | 1.000 | 1.000 | 1.000 | 2 | 0 |"
+    plain = summary_markdown(rows)
+    assert "mean Spearman" in plain
+    assert "loss/a_val" not in plain
+
+
+def test_match_targets_to_domains():
+    domains = ["train_the_pile_arxiv", "train_the_pile_pile_cc", "train_the_pile_pubmed_central", "train_the_pile_cc"]
+    targets = ["metric/the_pile_pile_cc_val_loss", "metric/the_pile_arxiv_val_loss", "metric/the_pile_books_val_loss"]
+    assert match_targets_to_domains(domains, targets) == [1, 0, None]
