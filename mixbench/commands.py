@@ -131,8 +131,7 @@ def benchmark(cfg):
         setting = _setting(cfg, prepare(cfg))
     else:
         raise ConfigError(f"experiment.setting={setting_name!r} is unknown; use 'corpus' or 'sim'.")
-    for name, config in configs.items():
-        build_method(config).check(setting.context(seeds[0]))
+    names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str))
 
     directory = Path(cfg.results_dir) / experiment.name
     write_json_atomic(directory / "experiment.json", {"name": experiment.name, "setting": setting_name, "methods": names, "seeds": seeds})
@@ -142,6 +141,21 @@ def benchmark(cfg):
             result = run_method(configs[name], setting, store, seed)
             save_method_result(result, directory)
     return table_for(directory, store)
+
+
+def _applicable(names, configs, setting, seed, every: bool) -> list[str]:
+    """Check each method's settings before training; with methods=all, skip those that cannot run here."""
+    kept = []
+    for name in names:
+        try:
+            build_method(configs[name]).check(setting.context(seed))
+        except ConfigError as error:
+            if not every:
+                raise
+            log.info("skipping method %s in this setting: %s", name, error)
+            continue
+        kept.append(name)
+    return kept
 
 
 def table_for(directory: Path, store: RunStore) -> list[dict]:
