@@ -100,6 +100,10 @@ def execute_run(
     backend = setting.make_backend(spec)
     if reference is not None:
         setting.attach_reference(backend, spec, *reference)
+    # A method that trains by loss weights may choose how they are normalised (DoReMi has two).
+    normalization = getattr(method, "loss_normalization", None)
+    if normalization is not None and hasattr(backend, "set_loss_normalization"):
+        backend.set_loss_normalization(normalization)
     train = spec.train
     eval_every, checkpoint_every = int(train.get("eval_every", 0)), int(train.get("checkpoint_every", 0))
     round_steps = method.round_steps if method is not None else 0

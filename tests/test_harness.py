@@ -17,7 +17,7 @@ def test_mixed_batch_losses_equal_separate_domains(small_corpus):
     tokens, domain_ids = backend.sampler.sample(np.array([0.4, 0.3, 0.3]))
     backend.model.eval()
     with torch.no_grad():
-        sums, counts, _ = backend._forward_micro_batches(tokens, domain_ids, keep_graph=True)
+        sums, counts, _, _ = backend._forward_micro_batches(tokens, domain_ids, keep_graph=True)
         mixed = sums / counts
         for domain in range(len(small_corpus.domains)):
             rows = domain_ids == domain
@@ -88,3 +88,58 @@ def test_warmup_cosine_schedule_shape():
     assert warmup_cosine(9, 10, 100, 0.1) == pytest.approx(1.0)
     assert warmup_cosine(100, 10, 100, 0.1) == pytest.approx(0.1)
     assert warmup_cosine(55, 10, 100, 0.1) == pytest.approx(0.55)
+
+
+class RecordingHook:
+    def __init__(self, requires, answer=None):
+        self.requires = frozenset(requires)
+        self.answer = answer
+        self.stats = []
+
+    def update(self, stats, mixture):
+        self.stats.append(stats)
+        return self.answer
+
+
+def test_reference_losses_give_zero_excess_against_itself(small_corpus, tmp_path):
+    backend = make_backend(small_corpus)
+    backend.train(4, np.full(3, 1 / 3))
+    path = tmp_path / "model.pt"
+    torch.save(backend.model.state_dict(), path)
+    backend.set_reference_model(dict(TINY_MODEL), path)
+    hook = RecordingHook({"reference_loss"})
+    backend.train(1, np.full(3, 1 / 3), by_loss_weights=True, hook=hook)
+    # The proxy equals the reference before this step's update, so every excess loss is 0.
+    np.testing.assert_allclose(hook.stats[0].excess_loss, 0.0, atol=1e-6)
+
+
+def test_reference_losses_need_a_reference_model(small_corpus):
+    backend = make_backend(small_corpus)
+    with pytest.raises(ConfigError, match="no reference model"):
+        backend.train(1, np.full(3, 1 / 3), hook=RecordingHook({"reference_loss"}))
+
+
+def test_domain_gradients_match_separate_backward_passes(small_corpus):
+    backend = make_backend(small_corpus, grad_clip=0.0)
+    hook = RecordingHook({"domain_gradients"}, answer=np.array([1.0, 0.0, 0.0]))
+    before = {name: value.clone() for name, value in backend.model.state_dict().items()}
+    backend.train(1, np.full(3, 1 / 3), hook=hook)
+    stats = hook.stats[0]
+    assert stats.gradient_gram.shape == (3, 3)
+    assert stats.target_alignment.shape == (3,)
+    np.testing.assert_allclose(stats.gradient_gram, stats.gradient_gram.T, rtol=1e-6)
+    assert np.all(np.diag(stats.gradient_gram) > 0)
+    changed = [name for name, value in backend.model.state_dict().items() if not torch.equal(value, before[name])]
+    assert changed, "the optimizer step with the combined gradient changed no weight"
+
+
+def test_unknown_hook_requirement_is_rejected(small_corpus):
+    backend = make_backend(small_corpus)
+    with pytest.raises(ConfigError, match="does not provide"):
+        backend.train(1, np.full(3, 1 / 3), hook=RecordingHook({"hessian"}))
+
+
+def test_training_past_the_budget_is_rejected(small_corpus):
+    backend = make_backend(small_corpus)
+    with pytest.raises(ConfigError, match="would pass the budget of 12 steps"):
+        backend.train(13, np.full(3, 1 / 3))

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mixbench.backend import Compute, StepHook, StepStats, TrainResult, KNOWN_REQUIREMENTS
+from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, Compute, StepHook, StepStats, TrainResult
 from mixbench.errors import ConfigError, RunFailedError
 from mixbench.simplex import validate_mixture
+from mixbench.train import signals
 from mixbench.train.accelerator import get_accelerator
 from mixbench.train.model import build_model, count_parameters, flops_per_token
 from mixbench.train.sampler import MixtureSampler, evaluation_windows
@@ -55,6 +56,11 @@ class HarnessBackend:
         corpus.check_min_tokens(self.context + 1)
         arrays = [corpus.tokens(domain, "train") for domain in self.domains]
         self.sampler = MixtureSampler(arrays, self.context, self.batch_size, seed, train_settings["sampling"])
+        # Online methods that align gradients with a target draw one validation window per domain from here.
+        target_rows = len(self.domains)
+        validation = [corpus.tokens(domain, "val") for domain in self.domains]
+        self.target_sampler = MixtureSampler(validation, self.context, target_rows, seed + 1, "largest_remainder")
+        self.reference_model = None
         eval_tokens = int(train_settings["eval_tokens"])
         self.eval_windows = {
             split: [evaluation_windows(corpus.tokens(domain, split), self.context, eval_tokens) for domain in self.domains]
@@ -109,17 +115,8 @@ class HarnessBackend:
     ) -> TrainResult:
         """Take `steps` optimizer steps on `mixture`; see `TrainingBackend.train`."""
         mixture = validate_mixture(mixture, self.domains)
-        if purpose not in ("train", "exploration"):
-            raise ConfigError(f"unknown training purpose {purpose!r}; use 'train' or 'exploration'.")
-        if steps < 0 or self.step + steps > self.total_steps:
-            raise ConfigError(
-                f"training {steps} steps from step {self.step} would pass the budget of {self.total_steps} steps; "
-                f"exploration must fit inside the training budget."
-            )
-        if hook is not None and not set(hook.requires) <= {"train_loss"}:
-            missing = sorted(set(hook.requires) & KNOWN_REQUIREMENTS)
-            # TODO: reference-model losses and per-domain gradients are not computed by the harness yet.
-            raise ConfigError(f"the harness cannot yet provide {', '.join(missing)} to a step hook.")
+        requires = self._check_request(steps, purpose, hook)
+        gradients_requested = DOMAIN_GRADIENTS in requires
         m = len(self.domains)
         total_tokens, total_loss, mixtures = np.zeros(m), np.zeros(m), []
         started = time.perf_counter()
@@ -127,24 +124,38 @@ class HarnessBackend:
 
         for _ in range(steps):
             # Draw the global batch (every process draws the same one) and keep this process's rows.
-            sample_mixture = np.full(m, 1.0 / m) if by_loss_weights else mixture
-            tokens, domain_ids = self.sampler.sample(sample_mixture)
+            # Training by loss weights or by domain gradients samples every domain equally.
+            uniform_batch = by_loss_weights or gradients_requested
+            tokens, domain_ids = self.sampler.sample(np.full(m, 1.0 / m) if uniform_batch else mixture)
+            global_counts = np.bincount(domain_ids, minlength=m) * self.context
             rows = self._local_rows()
             tokens, domain_ids = tokens[rows], domain_ids[rows]
 
             # Forward every micro-batch, keeping per-domain loss sums; with a hook the graphs are
             # kept until the hook has seen this step's statistics.
-            sums, counts, pending = self._forward_micro_batches(tokens, domain_ids, keep_graph=hook is not None)
-            losses = sums / np.maximum(counts, 1)
-            losses[counts == 0] = np.nan
+            keep_graph = hook is not None and not gradients_requested
+            sums, counts, excess, pending = self._forward_micro_batches(
+                tokens, domain_ids, keep_graph=keep_graph, reference=REFERENCE_LOSS in requires, grad=not gradients_requested
+            )
+            losses = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            self._check_finite(losses)
+            gradients = signals.domain_gradients(self, tokens, domain_ids, global_counts) if gradients_requested else None
 
             # The hook sees this step's statistics and may change the mixture for this step's update.
             if hook is not None:
                 stats = StepStats(self.step, self.lr_scale(), counts.copy(), losses.copy())
+                if excess is not None:
+                    stats.excess_loss = np.where(counts > 0, excess / np.maximum(counts, 1), np.nan)
+                if gradients is not None:
+                    target = signals.target_gradient(self)
+                    stats.gradient_gram = (gradients @ gradients.T).double().cpu().numpy()
+                    stats.target_alignment = (gradients @ target).double().cpu().numpy()
                 updated = hook.update(stats, mixture)
                 if updated is not None:
                     mixture = validate_mixture(updated, self.domains, name="mixture returned by the step hook")
-            if pending:
+            if gradients is not None:
+                signals.apply_combined_gradient(self, gradients, mixture)
+            elif pending:
                 self._backward_pending(pending, counts, mixture if by_loss_weights else None)
 
             # Clip, step, and advance the schedule.
@@ -153,7 +164,6 @@ class HarnessBackend:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
 
-            self._check_finite(losses)
             total_tokens += counts
             total_loss += np.nan_to_num(sums)
             mixtures.append(mixture.copy())
@@ -168,6 +178,35 @@ class HarnessBackend:
         self.compute.wall_time_s += time.perf_counter() - started
         mean_loss = np.where(total_tokens > 0, total_loss / np.maximum(total_tokens, 1), np.nan)
         return TrainResult(steps=steps, tokens=total_tokens, train_loss=mean_loss, mixtures=mixtures)
+
+    def _check_request(self, steps: int, purpose: str, hook: StepHook | None) -> frozenset:
+        """Validate a `train` call before any step; return the statistics the hook requires."""
+        if purpose not in ("train", "exploration"):
+            raise ConfigError(f"unknown training purpose {purpose!r}; use 'train' or 'exploration'.")
+        if steps < 0 or self.step + steps > self.total_steps:
+            raise ConfigError(
+                f"training {steps} steps from step {self.step} would pass the budget of {self.total_steps} steps; "
+                f"exploration must fit inside the training budget."
+            )
+        requires = frozenset(hook.requires) if hook is not None else frozenset()
+        unknown = requires - KNOWN_REQUIREMENTS
+        if unknown:
+            raise ConfigError(
+                f"a step hook requires {', '.join(sorted(unknown))}, which the harness does not provide; "
+                f"known: {', '.join(sorted(KNOWN_REQUIREMENTS))}."
+            )
+        if REFERENCE_LOSS in requires and self.reference_model is None:
+            raise ConfigError("a step hook requires reference losses but no reference model is set; train a reference run first.")
+        return requires
+
+    def set_reference_model(self, model_settings: dict, path) -> None:
+        """Load a finished run's weights as the frozen reference model."""
+        self.reference_model = signals.load_reference_model(model_settings, self.corpus.vocab_size, path, self.accelerator.device)
+
+    def set_loss_normalization(self, normalization: str) -> None:
+        """Choose how per-domain loss weights are normalised (see LOSS_NORMALIZATIONS)."""
+        self.normalization = normalization
+        self._check_settings()
 
     def _local_rows(self) -> slice:
         processes, rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -189,19 +228,31 @@ class HarnessBackend:
         sums = torch.zeros(len(self.domains), device=token_losses.device, dtype=token_losses.dtype)
         return sums.index_add(0, index, token_losses.sum(dim=1))
 
-    def _forward_micro_batches(self, tokens, domain_ids, keep_graph: bool):
-        """Run forward (and, without a hook, backward) over micro-batches; reduce per-domain stats."""
+    def _forward_micro_batches(self, tokens, domain_ids, keep_graph: bool, reference: bool = False, grad: bool = True):
+        """Run forward (and, unless graphs are kept, backward) over micro-batches; reduce per-domain stats.
+
+        Returns per-domain loss sums, token counts, excess-loss sums over the reference model (or
+        None), and the kept graphs. With `grad=False` nothing is differentiated.
+        """
         m = len(self.domains)
         local_sums = torch.zeros(m, device=self.accelerator.device)
         local_counts = torch.zeros(m, device=self.accelerator.device)
+        local_excess = torch.zeros(m, device=self.accelerator.device)
         pending = []
         rows_per_micro = len(tokens) // self.accumulation
         global_tokens = self.batch_size * self.context
         for micro in range(self.accumulation):
             rows = slice(micro * rows_per_micro, (micro + 1) * rows_per_micro)
-            domain_sums = self._domain_sums(self._token_losses(tokens[rows]), domain_ids[rows])
+            with torch.set_grad_enabled(grad):
+                token_losses = self._token_losses(tokens[rows])
+            domain_sums = self._domain_sums(token_losses, domain_ids[rows])
             local_sums += domain_sums.detach()
             local_counts += torch.bincount(torch.from_numpy(domain_ids[rows]), minlength=m).to(local_sums) * self.context
+            if reference:
+                excess = torch.clamp(token_losses.detach() - signals.reference_token_losses(self, tokens[rows]), min=0)
+                local_excess += self._domain_sums(excess, domain_ids[rows])
+            if not grad:
+                continue
             if keep_graph:
                 pending.append(domain_sums)
                 continue
@@ -215,7 +266,8 @@ class HarnessBackend:
                     self.accelerator.backward(loss)
         sums = self.accelerator.reduce(local_sums, reduction="sum").cpu().numpy().astype(np.float64)
         counts = self.accelerator.reduce(local_counts, reduction="sum").cpu().numpy().astype(np.float64)
-        return sums, counts, pending
+        excess = self.accelerator.reduce(local_excess, reduction="sum").cpu().numpy().astype(np.float64) if reference else None
+        return sums, counts, excess, pending
 
     def _backward_pending(self, pending, counts: np.ndarray, weights: np.ndarray | None) -> None:
         """Backward the kept micro-batch graphs, weighting domains when training by loss weights."""
@@ -290,6 +342,7 @@ class HarnessBackend:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
+            "target_sampler": self.target_sampler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "step": self.step,
             "compute": self.compute.as_dict(),
@@ -301,6 +354,7 @@ class HarnessBackend:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
+        self.target_sampler.load_state_dict(state["target_sampler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         self.compute = Compute(**state["compute"])
