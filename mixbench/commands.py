@@ -4,6 +4,7 @@ The command line calls these through Hydra; a notebook can call them with a conf
 `mixbench.api.load_config` (or any mapping with the same keys).
 """
 
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -25,6 +26,18 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def load_plugins(cfg) -> None:
+    """Import the modules named in `plugins`, so that methods they register can be used by name."""
+    for module in cfg.get("plugins") or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(
+                f"plugin module {module!r} could not be imported ({error}); put its folder on PYTHONPATH "
+                f"or install it, then pass plugins=[{module}]."
+            ) from None
 
 
 def _set_threads(train: dict) -> None:
@@ -70,6 +83,7 @@ def run(cfg):
     """Run one method end to end and save its result under results_dir/<experiment.name>."""
     train = _plain(cfg.train)
     _set_threads(train)
+    load_plugins(cfg)
     store = RunStore(cfg.results_dir)
     config = _plain(cfg.method)
     method = build_method(config)
@@ -112,6 +126,7 @@ def benchmark(cfg):
     """Run every method of the experiment at every seed, then write and print the table."""
     train = _plain(cfg.train)
     _set_threads(train)
+    load_plugins(cfg)
     store = RunStore(cfg.results_dir)
     experiment = cfg.experiment
     overrides = _plain(experiment.get("method_overrides") or {})

@@ -26,6 +26,10 @@ from mixbench.simplex import validate_mixture
 
 log = logging.getLogger(__name__)
 
+# The loop hands the backend at most this many steps at a time, so the progress bar moves; the
+# chunking changes no result because every step depends only on the state before it.
+PROGRESS_CHUNK = 10
+
 
 class Setting(Protocol):
     """A place to run methods: the real corpus with the harness, or the simulator."""
@@ -126,6 +130,7 @@ def execute_run(
 
             # Train up to the next evaluation, checkpoint or round boundary.
             stop = _next_stop(backend.step, backend.total_steps, eval_every, checkpoint_every, round_steps)
+            stop = min(stop, backend.step + PROGRESS_CHUNK)
             hook = method.step_hook(context) if method is not None else None
             by_weights = method.by_loss_weights if method is not None else False
             before = backend.step
