@@ -51,7 +51,7 @@ class StepHook(Protocol):
 
 @dataclass
 class TrainResult:
-    """What one `TrainingBackend.train` call did."""
+    """The outcome of one `TrainingBackend.train` call."""
 
     steps: int
     tokens: np.ndarray

@@ -26,7 +26,7 @@ from mixbench.simplex import validate_mixture
 
 log = logging.getLogger(__name__)
 
-# The loop hands the backend at most this many steps at a time, so the progress bar moves; the
+# The loop hands the backend at most this many steps at a time, so the progress bar moves. The
 # chunking changes no result because every step depends only on the state before it.
 PROGRESS_CHUNK = 10
 
@@ -50,7 +50,7 @@ class Setting(Protocol):
 
 @dataclass
 class LoopState:
-    """What the outer loop carries between checkpoints, besides the backend's own state."""
+    """The state the outer loop carries between checkpoints, besides the backend's own."""
 
     mixture: np.ndarray
     metrics: list[dict] = field(default_factory=list)

@@ -25,7 +25,7 @@ from mixbench.errors import ConfigError, unknown_name_error
 
 @dataclass(frozen=True)
 class MethodContext:
-    """What a method may know about the setting before it trains anything.
+    """The facts a method may use about the setting before it trains anything.
 
     `train_tokens` is the number of training tokens per domain, in the order of `domains`.
     """

@@ -54,6 +54,11 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def is_scored(row: dict[str, Any]) -> bool:
+    """Return whether a row has metrics: status "ok", or "partial: ..." when one metric is undefined."""
+    return not str(row.get("status", "ok")).startswith("skipped")
+
+
 def summary_markdown(rows: Sequence[dict[str, Any]], headline: str | None = None) -> str:
     """Return a Markdown table with one line per law and test set.
 
@@ -70,11 +75,46 @@ def summary_markdown(rows: Sequence[dict[str, Any]], headline: str | None = None
     header += ["mean Spearman", "mean R^2", "targets scored", "skipped"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (law, test_set), group in groups.items():
-        scored = [row for row in group if row.get("status", "ok") == "ok"]
+        scored = [row for row in group if is_scored(row)]
         cells = [law, test_set]
         if headline:
             chosen = [row for row in scored if row["target"] == headline]
             cells += [_cell(chosen[0]["spearman"]) if chosen else "-", _cell(chosen[0]["r2"]) if chosen else "-"]
         cells += [_cell(_mean(scored, "spearman")), _cell(_mean(scored, "r2")), str(len(scored)), str(len(group) - len(scored))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+AVERAGED_METRICS = ("r2", "mae", "rmse", "spearman", "in_sample_r2")
+
+
+def averages_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Return a Markdown table of each metric averaged over the scored targets, per law and test set.
+
+    A metric that is undefined for some targets (None) is averaged over the others.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["law"], row["test_set"]), []).append(row)
+    header = ["law", "test set", "runs fitted", "runs scored", "mean R^2", "mean MAE", "mean RMSE",
+              "mean Spearman", "mean in-sample R^2", "targets scored", "skipped"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (law, test_set), group in groups.items():
+        scored = [row for row in group if is_scored(row)]
+        cells = [law, test_set, str(group[0]["n_train"]), str(group[0]["n_test"])]
+        cells += [_cell(_mean(scored, metric)) for metric in AVERAGED_METRICS]
+        cells += [str(len(scored)), str(len(group) - len(scored))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rows_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Return a Markdown table with one line per row: law, target, test set, metrics and status."""
+    header = ["law", "target", "test set", "R^2", "MAE", "RMSE", "Spearman", "in-sample R^2", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row["law"]), str(row["target"]), str(row["test_set"])]
+        cells += [_cell(row.get(metric)) for metric in AVERAGED_METRICS]
+        cells.append(str(row.get("status", "ok")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
