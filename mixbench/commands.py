@@ -92,6 +92,8 @@ def run(cfg):
     method.check(setting.context(int(cfg.seed)))
 
     result = run_method(config, setting, store, int(cfg.seed))
+    if not setting.is_main_process():
+        return result
     save_method_result(result, Path(cfg.results_dir) / cfg.experiment.name)
     final = result.final
     if final.get("status") != "complete":
@@ -149,12 +151,16 @@ def benchmark(cfg):
     names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str))
 
     directory = Path(cfg.results_dir) / experiment.name
-    write_json_atomic(directory / "experiment.json", {"name": experiment.name, "setting": setting_name, "methods": names, "seeds": seeds})
+    if setting.is_main_process():
+        write_json_atomic(directory / "experiment.json", {"name": experiment.name, "setting": setting_name, "methods": names, "seeds": seeds})
     log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
     for seed in seeds:
         for name in names:
             result = run_method(configs[name], setting, store, seed)
-            save_method_result(result, directory)
+            if setting.is_main_process():
+                save_method_result(result, directory)
+    if not setting.is_main_process():
+        return None
     return table_for(directory, store)
 
 
@@ -194,4 +200,6 @@ def table(cfg):
     return table_for(directory, RunStore(cfg.results_dir))
 
 
-TASKS = {"prepare": prepare, "run": run, "benchmark": benchmark, "table": table}
+from mixbench.law_accuracy.command import laws
+
+TASKS = {"prepare": prepare, "run": run, "benchmark": benchmark, "table": table, "laws": laws}

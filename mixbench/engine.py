@@ -141,7 +141,7 @@ def execute_run(
 
             # Periodic validation: one log line with the step, per-domain losses and the mixture.
             if backend.step == backend.total_steps or (eval_every and backend.step % eval_every == 0):
-                _record_evaluation(backend, loop, setting, main)
+                _record_evaluation(backend, loop, setting, main, method)
 
             if checkpoint_every and backend.step % checkpoint_every == 0 and backend.step < backend.total_steps:
                 if main:
@@ -172,13 +172,22 @@ def execute_run(
 
 
 def _online_round(method: OnlineMethod, context: MethodContext, backend, loop: LoopState) -> np.ndarray:
-    """Run one round's exploration sub-rounds on the live model, fit the method, return its mixture."""
-    observations = []
-    for probe in method.explore(context):
-        before = backend.evaluate("val")
+    """Run one round's exploration sub-rounds on the live model, fit the method, return its mixture.
+
+    `fit` receives the run's validation evaluations so far (role "validation", oldest first),
+    then one observation per sub-round (role "exploration"). The model is evaluated once before
+    the first sub-round and once after each, so a sub-round's "before" is the previous one's result.
+    """
+    observations = [
+        Observation(np.asarray(entry["mixture"]), np.asarray(entry["losses"]), role="validation") for entry in loop.metrics
+    ]
+    probes = method.explore(context)
+    before = backend.evaluate("val") if probes else None
+    for probe in probes:
         backend.train(int(probe.steps), probe.mixture, purpose="exploration")
         after = backend.evaluate("val")
         observations.append(Observation(probe.mixture, after, before=before, steps=int(probe.steps), role="exploration"))
+        before = after
     method.fit(observations, context)
     mixture = validate_mixture(method.optimize(context), context.domains, name=f"mixture chosen by {method.name}")
     estimate = getattr(method, "A_", None)
@@ -186,11 +195,22 @@ def _online_round(method: OnlineMethod, context: MethodContext, backend, loop: L
     return mixture
 
 
-def _record_evaluation(backend, loop: LoopState, setting: Setting, main: bool) -> None:
+def _record_evaluation(backend, loop: LoopState, setting: Setting, main: bool, method: MixingMethod | None = None) -> None:
+    """Log a validation pass; also record the method's A estimate if it changed since the last recorded one.
+
+    Methods that update every step (DoReMi, DoGE, ODM) change their estimate between rounds, so
+    this is where their A^t enters `loop.rounds`. A round-based method's estimate is unchanged
+    between rounds and is recorded only by `_online_round`.
+    """
     losses = backend.evaluate("val")
     seen = backend.compute.train_tokens + backend.compute.exploration_tokens
     loop.metrics.append({"step": backend.step, "split": "val", "losses": losses.tolist(), "tokens_seen": seen, "mixture": loop.mixture.tolist()})
     loop.trajectory.append({"step": backend.step, "mixture": loop.mixture.tolist()})
+    estimate = getattr(method, "A_", None)
+    if estimate is not None:
+        recorded = [entry["A"] for entry in loop.rounds if entry["A"] is not None]
+        if not recorded or not np.array_equal(np.asarray(recorded[-1]), np.asarray(estimate)):
+            loop.rounds.append({"step": backend.step, "mixture": loop.mixture.tolist(), "A": np.asarray(estimate).tolist()})
     if main:
         per_domain = " ".join(f"{d}={loss:.3f}" for d, loss in zip(setting.domains, losses))
         mixture = " ".join(f"{w:.3f}" for w in loop.mixture)
@@ -233,6 +253,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     """Run one method at one seed end to end: its probe runs, its fit, and its final run."""
     method = build_method(method_config)
     context = setting.context(seed)
+    main = setting.is_main_process()
     started = time.perf_counter()
     extra: list[dict] = []
 
@@ -243,7 +264,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         observations = []
         for probe in method.explore(context):
             spec = setting.spec(seed, probe=probe, role=probe.role)
-            record, _ = store.get_or_run(spec, train)
+            record, _ = store.get_or_run(spec, train, main=main)
             extra.append(record)
             if record.get("status") != "complete":
                 raise RunFailedError(f"probe run {spec.id} of method {method.name!r} failed: {record.get('error')}")
@@ -252,18 +273,18 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
             )
         method.fit(observations, context)
         mixture = validate_mixture(method.optimize(context), setting.domains, name=f"mixture chosen by {method.name}")
-        final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train)
+        final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
     else:
-        online, reference = _prepare_online(method_config, setting, store, seed, context, train, extra)
+        online, reference = _prepare_online(method_config, setting, store, seed, context, train, extra, main)
         spec = setting.spec(seed, method={"name": method.name, **method.get_params()}, role="proxy" if method.trains_proxy else "final")
         run, _ = store.get_or_run(
-            spec, lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference)
+            spec, lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference), main=main
         )
         if method.trains_proxy:
             extra.append(run)
             trajectory = [np.asarray(point["mixture"]) for point in run["trajectory"]]
             mixture = validate_mixture(method.final_mixture(trajectory, context), setting.domains, normalize=True)
-            final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train)
+            final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
         else:
             final = run
 
@@ -278,7 +299,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     )
 
 
-def _prepare_online(method_config, setting, store, seed, context, train, extra):
+def _prepare_online(method_config, setting, store, seed, context, train, extra, main):
     """Train an online method's prerequisite runs and hand their results to a fresh instance of it.
 
     Returns the prepared method and the reference run (spec and folder), if it has one.
@@ -287,7 +308,7 @@ def _prepare_online(method_config, setting, store, seed, context, train, extra):
     observations, reference = [], None
     for probe in online.prerequisites(context):
         spec = setting.spec(seed, probe=probe, role=probe.role)
-        record, _ = store.get_or_run(spec, train)
+        record, _ = store.get_or_run(spec, train, main=main)
         extra.append(record)
         if record.get("status") != "complete":
             raise RunFailedError(f"{probe.role} run {spec.id} of method {online.name!r} failed: {record.get('error')}")

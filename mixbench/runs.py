@@ -205,12 +205,20 @@ class RunStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def get_or_run(self, spec: RunSpec, train: Callable[[RunSpec, Path], dict]) -> tuple[dict, bool]:
+    def get_or_run(self, spec: RunSpec, train: Callable[[RunSpec, Path], dict], main: bool = True) -> tuple[dict, bool]:
         """Return `(record, reused)`: the stored record, or the record of a new run of `train`.
 
         `train(spec, run_dir)` trains the run (resuming from `run_dir/checkpoint` when present)
-        and returns its record; the store adds provenance and writes it atomically.
+        and returns its record; the store adds provenance and writes it atomically. In a
+        multi-process run every process trains, but only the main one (`main=True`) takes the lock
+        and writes, because the others must not wait on a lock while the main one waits on them.
         """
+        if not main:
+            existing = self.record(spec)
+            if existing is not None and existing.get("status") == "complete":
+                return existing, True
+            return {**train(spec, self.run_dir(spec)), "id": spec.id, "spec": spec.to_dict()}, False
+
         with self.lock(spec):
             existing = self.record(spec)
             if existing is not None and existing.get("status") == "complete":

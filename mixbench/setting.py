@@ -43,6 +43,9 @@ class CorpusSetting:
             model.update(probe.model)
             train.update(probe.train)
             if probe.steps is not None:
+                # A shorter probe keeps the main run's warmup fraction, not its warmup length.
+                fraction = int(probe.steps) / int(train["steps"])
+                train["warmup_steps"] = int(round(int(train["warmup_steps"]) * fraction))
                 train["steps"] = int(probe.steps)
             mixture = probe.mixture
             seed = probe.seed if probe.seed is not None else seed

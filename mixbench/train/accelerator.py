@@ -26,6 +26,8 @@ def get_accelerator(mixed_precision: str = "no") -> Accelerator:
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
     on_gpu = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=mixed_precision)
+    # The schedule counts optimizer steps of the global batch. By default Accelerate would step a
+    # prepared scheduler once per process for every optimizer step.
+    accelerator = Accelerator(cpu=not on_gpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
     _current = (key, accelerator)
     return accelerator
