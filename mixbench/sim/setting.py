@@ -16,13 +16,13 @@ from mixbench.sim.backend import SimBackend
 from mixbench.sim.make import make_world
 from mixbench.sim.metrics import a_sim, regret
 
-WORLD_KEYS = ("domains", "world_seed", "prerequisites", "asymmetry", "interference")
+WORLD_KEYS = ("domains", "world_seed", "prerequisites", "asymmetry", "interference", "step_size")
 TRAIN_KEYS = ("steps", "tokens_per_step", "eval_noise", "train_noise", "warmup_steps", "min_lr_ratio", "sampling", "eval_every", "checkpoint_every")
 
 
 @lru_cache(maxsize=64)
-def _world(m: int, seed: int, prerequisites: bool, asymmetry: float, interference: float):
-    return make_world(m, seed=seed, prerequisites=prerequisites, asymmetry=asymmetry, interference=interference)
+def _world(m: int, seed: int, prerequisites: bool, asymmetry: float, interference: float, step_size: float):
+    return make_world(m, seed=seed, prerequisites=prerequisites, asymmetry=asymmetry, interference=interference, step_size=step_size)
 
 
 @dataclass
@@ -43,7 +43,14 @@ class SimSetting:
 
     def world(self, seed: int):
         c = self.config
-        return _world(int(c["domains"]), int(c["world_seed"]) + seed, bool(c["prerequisites"]), float(c["asymmetry"]), float(c["interference"]))
+        return _world(
+            int(c["domains"]),
+            int(c["world_seed"]) + seed,
+            bool(c["prerequisites"]),
+            float(c["asymmetry"]),
+            float(c["interference"]),
+            float(c["step_size"]),
+        )
 
     def domain_tokens(self, seed: int) -> np.ndarray:
         """Simulated domain sizes (tokens), so that `natural` has something to be proportional to."""

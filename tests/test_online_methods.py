@@ -1,0 +1,157 @@
+"""The online methods end to end on the simulator, and their configuration errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from mixbench.commands import method_config
+from mixbench.engine import execute_run, run_method
+from mixbench.errors import ConfigError
+from mixbench.method import build_method
+from mixbench.runs import RunStore
+from mixbench.sim.backend import SimBackend
+from mixbench.sim.setting import SimSetting, method_a_sim
+
+REPO = Path(__file__).resolve().parents[1]
+ONLINE = ["doremi", "doge", "skill_it", "aioli", "odm"]
+
+
+def sim_config(**changes) -> dict:
+    config = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "experiment" / "sim.yaml"))["sim"]
+    config.update(changes)
+    return config
+
+
+SMALL = dict(domains=3, steps=300, eval_every=50)
+
+
+@pytest.mark.parametrize("name", ONLINE)
+def test_online_method_runs_and_records_estimates(name, tmp_path):
+    setting = SimSetting(sim_config(**SMALL))
+    overrides = {"update_steps": 100} if name == "skill_it" else {}
+    result = run_method(method_config(name, overrides), setting, RunStore(tmp_path), seed=0)
+
+    assert result.final["status"] == "complete"
+    scored = result.final
+    if build_method(method_config(name)).trains_proxy:
+        proxy = [run for run in result.extra if run.get("role") == "proxy"]
+        assert len(proxy) == 1
+        scored = proxy[0]
+        assert result.final["spec"]["mixture"] is not None
+    assert [entry for entry in scored["rounds"] if entry["A"] is not None]
+    assert set(scored["rounds"][0]) == {"step", "mixture", "A"}
+    assert method_a_sim(scored) is not None
+    assert np.isfinite(result.final["regret"])
+
+
+def test_doremi_reference_is_the_stratified_run(tmp_path):
+    setting, store = SimSetting(sim_config(**SMALL)), RunStore(tmp_path)
+    stratified = run_method({"name": "stratified"}, setting, store, seed=0)
+    doremi = run_method(method_config("doremi"), setting, store, seed=0)
+    # The reference run is the stored stratified run, so its record keeps the role "final".
+    assert doremi.extra[0]["id"] == stratified.final["id"]
+    assert doremi.extra[0]["role"] == "final"
+
+
+def test_doremi_record_names_its_normalization(tmp_path):
+    setting = SimSetting(sim_config(**SMALL))
+    result = run_method(method_config("doremi", {"normalization": "domain_mean"}), setting, RunStore(tmp_path), seed=0)
+    proxy = next(run for run in result.extra if run.get("role") == "proxy")
+    assert proxy["spec"]["method"]["normalization"] == "domain_mean"
+
+
+def test_doremi_normalization_reaches_backend(tmp_path, monkeypatch):
+    setting = SimSetting(sim_config(**SMALL))
+    chosen = []
+
+    class RecordingBackend(SimBackend):
+        def set_loss_normalization(self, normalization):
+            chosen.append(normalization)
+
+    def make_backend(spec):
+        return RecordingBackend(setting.world(0), int(spec.train["steps"]))
+
+    monkeypatch.setattr(setting, "make_backend", make_backend)
+    run_method(method_config("doremi", {"normalization": "domain_mean"}), setting, RunStore(tmp_path), seed=0)
+    assert chosen == ["domain_mean"]
+
+
+def test_doremi_rejects_reference_on_other_data(tmp_path):
+    setting = SimSetting(sim_config(**SMALL))
+    context = setting.context(0)
+    method = build_method(method_config("doremi"))
+    method.use_prerequisites([], context)
+    spec = setting.spec(0, method={"name": "doremi", **method.get_params()}, role="proxy")
+    other_world = setting.spec(1, mixture=np.full(3, 1 / 3), role="reference")
+    with pytest.raises(ConfigError, match="trained on other data"):
+        execute_run(spec, setting, tmp_path, method=method, context=context, reference=(other_world, tmp_path))
+
+
+def test_skill_it_rejects_graph_of_wrong_shape(tmp_path):
+    setting = SimSetting(sim_config(**SMALL))
+    method = build_method(method_config("skill_it", {"graph": [[1.0, 0.0], [0.0, 1.0]]}))
+    with pytest.raises(ConfigError, match=r"graph has shape \(2, 2\) but this setting has 3 training domains"):
+        method.check(setting.context(0))
+    with pytest.raises(ConfigError, match="graph has shape"):
+        run_method(method_config("skill_it", {"graph": [[1.0, 0.0], [0.0, 1.0]]}), setting, RunStore(tmp_path), seed=0)
+
+
+def test_skill_it_configured_graph_needs_no_single_domain_runs(tmp_path):
+    setting = SimSetting(sim_config(**SMALL))
+    graph = np.eye(3).tolist()
+    result = run_method(method_config("skill_it", {"graph": graph, "update_steps": 100}), setting, RunStore(tmp_path), seed=0)
+    assert result.extra == []
+    assert result.final["status"] == "complete"
+
+
+def test_aioli_rejects_exploration_longer_than_round():
+    context = SimSetting(sim_config(**SMALL)).context(0)
+    method = build_method(method_config("aioli", {"update_steps": 50, "lp_rounds": 4, "lp_steps": 6}))
+    with pytest.raises(ConfigError, match=r"3 domains x lp_rounds=4 x lp_steps=6 = 72 steps per round, more than the round of update_steps=50"):
+        method.check(context)
+
+
+def test_aioli_uses_published_setting_by_domain_count():
+    method = build_method(method_config("aioli"))
+    assert method.settings(2)["lp_steps"] == 4
+    assert method.settings(3) == {"update_steps": 250, "lp_rounds": 4, "lp_steps": 6, "eta": 0.1, "ema": 0.5, "one_hot_weight": 0.5}
+    assert method.settings(5)["lp_steps"] == 6
+    assert method.settings(8)["update_steps"] == 200
+
+
+def test_aioli_on_prior_trains_prior_first(tmp_path):
+    setting = SimSetting(sim_config(domains=3, steps=1000, eval_every=250))
+    config = method_config("aioli", {"prior": "natural", "prior_steps": 500})
+    result = run_method(config, setting, RunStore(tmp_path), seed=0)
+    natural = build_method({"name": "natural"}).optimize(setting.context(0))
+    rounds = result.final["rounds"]
+    assert [entry["step"] for entry in rounds[:2]] == [0, 250]
+    for entry in rounds[:2]:
+        np.testing.assert_allclose(entry["mixture"], natural)
+        assert entry["A"] is None
+    assert rounds[2]["A"] is not None
+    assert result.final["compute"]["exploration_tokens"] > 0
+
+
+def test_aioli_prior_steps_must_fit_rounds():
+    context = SimSetting(sim_config(**SMALL)).context(0)
+    with pytest.raises(ConfigError, match="prior_steps=100 is invalid"):
+        build_method(method_config("aioli", {"prior": "natural", "prior_steps": 100})).check(context)
+    with pytest.raises(ConfigError, match="not a static method"):
+        build_method(method_config("aioli", {"prior": "odm", "prior_steps": 250})).check(context)
+
+
+def test_aioli_beats_stratified_on_default_sim(tmp_path):
+    # The `experiment=sim` world: 5 domains, 1000 steps, 5 seeds (each a different world).
+    setting, store = SimSetting(sim_config()), RunStore(tmp_path)
+    regrets, scores = [], []
+    for seed in range(5):
+        result = run_method(method_config("aioli"), setting, store, seed=seed)
+        regrets.append(result.final["regret"])
+        scores.append(method_a_sim(result.final))
+    assert all(regret < 1.0 for regret in regrets), regrets
+    # NOTE: measured mean a_sim is 0.895 with eval_noise 0.002. The last round, at the decayed
+    # learning rate, measures drops of the size of the noise; the earlier rounds score 0.88-1.0.
+    assert np.mean(scores) >= 0.85, scores
