@@ -17,6 +17,7 @@ COMMANDS = {
     "run": "Run one method end to end (its probe or reference runs first), and save its result.",
     "benchmark": "The main job: run every method of an experiment at every seed and write the comparison table.",
     "table": "Rebuild an experiment's comparison table from its records only.",
+    "laws": "Score mixing laws on run tables (held-out R^2, MAE, Spearman), or on static and branch sweeps of our own runs.",
 }
 
 EXAMPLES = {
@@ -28,6 +29,13 @@ EXAMPLES = {
     ],
     "benchmark": ["mixbench benchmark", "mixbench benchmark experiment.seeds=[0,1,2] train.steps=600", "mixbench benchmark data=three"],
     "table": ["mixbench table experiment=default", "mixbench table experiment.name=runs"],
+    "laws": [
+        "mixbench laws train.mixtures=M.csv train.losses=L.csv test.mixtures=[T.csv] test.losses=[U.csv] out=report.csv",
+        "mixbench laws train.mixtures=M.csv train.losses=L.csv laws=[linear,dml] cv_folds=5",
+        "mixbench laws experiment=laws_static experiment.mixtures=16",
+        "mixbench laws experiment=laws_dynamic experiment.branch_step=150 experiment.window=30",
+        "mixbench laws experiment=laws_dynamic_sim sim.eval_noise=0",
+    ],
 }
 
 

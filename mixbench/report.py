@@ -70,18 +70,29 @@ def _quality_columns(finals: list[dict]) -> dict:
 
 
 def _compute_columns(members: list[dict], store: RunStore) -> dict:
-    """Sum compute over the final run and every extra run, averaged over seeds."""
-    totals = {"train_tokens": [], "extra_run_tokens": [], "exploration_tokens": [], "eval_tokens": [], "wall_time_s": []}
+    """Sum compute over the final run and every extra run, averaged over seeds.
+
+    Extra-run tokens are also split by role (probe, reference, proxy, single_domain), so a
+    table shows what each method spent its compute on.
+    """
+    totals: dict[str, list[float]] = {"train_tokens": [], "extra_run_tokens": [], "exploration_tokens": [], "eval_tokens": [], "wall_time_s": []}
+    by_role: dict[str, list[float]] = {}
     for member in members:
         final = _compute_of(store.record(member["final_run"]) or {})
-        extra = [_compute_of(store.record(run["id"]) or {}) for run in member["extra_runs"]]
-        extra_tokens = sum(run["train_tokens"] + run["exploration_tokens"] for run in extra)
+        extra = [(run.get("role") or "extra", _compute_of(store.record(run["id"]) or {})) for run in member["extra_runs"]]
+        extra_tokens = sum(run["train_tokens"] + run["exploration_tokens"] for _, run in extra)
         totals["train_tokens"].append(final["train_tokens"] + final["exploration_tokens"] + extra_tokens)
         totals["extra_run_tokens"].append(extra_tokens)
-        totals["exploration_tokens"].append(final["exploration_tokens"])
-        totals["eval_tokens"].append(final["eval_tokens"] + sum(run["eval_tokens"] for run in extra))
-        totals["wall_time_s"].append(final["wall_time_s"] + sum(run["wall_time_s"] for run in extra))
-    return {f"total_{key}" if key != "wall_time_s" else key: float(np.mean(values)) for key, values in totals.items()}
+        totals["exploration_tokens"].append(final["exploration_tokens"] + sum(run["exploration_tokens"] for _, run in extra))
+        totals["eval_tokens"].append(final["eval_tokens"] + sum(run["eval_tokens"] for _, run in extra))
+        totals["wall_time_s"].append(final["wall_time_s"] + sum(run["wall_time_s"] for _, run in extra))
+        for role in {role for role, _ in extra}:
+            spent = sum(run["train_tokens"] + run["exploration_tokens"] for name, run in extra if name == role)
+            by_role.setdefault(role, []).append(spent)
+    columns = {f"total_{key}" if key != "wall_time_s" else key: float(np.mean(values)) for key, values in totals.items()}
+    for role, values in sorted(by_role.items()):
+        columns[f"{role}_run_tokens"] = float(np.sum(values) / len(members))
+    return columns
 
 
 def _format(value) -> str:

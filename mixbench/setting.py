@@ -104,7 +104,8 @@ def check_settings(model: dict, train: dict) -> None:
     """Raise ConfigError for model and training settings that are invalid or conflict."""
     positive = {"train.steps": train.get("steps"), "train.batch_size": train.get("batch_size"), "train.lr": train.get("lr"),
                 "model.context": model.get("context"), "train.grad_accumulation": train.get("grad_accumulation", 1),
-                "train.eval_tokens": train.get("eval_tokens"), "train.eval_batch_size": train.get("eval_batch_size")}
+                "train.eval_tokens": train.get("eval_tokens"), "train.eval_batch_size": train.get("eval_batch_size"),
+                "train.test_tokens": train.get("test_tokens", train.get("eval_tokens"))}
     for key, value in positive.items():
         if value is None or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(f"{key}={value!r} is invalid; it must be a positive number.")

@@ -62,9 +62,10 @@ class HarnessBackend:
         self.target_sampler = MixtureSampler(validation, self.context, target_rows, seed + 1, "largest_remainder")
         self.reference_model = None
         eval_tokens = int(train_settings["eval_tokens"])
+        test_tokens = int(train_settings.get("test_tokens", eval_tokens))
         self.eval_windows = {
-            split: [evaluation_windows(corpus.tokens(domain, split), self.context, eval_tokens) for domain in self.domains]
-            for split in ("val", "test")
+            split: [evaluation_windows(corpus.tokens(domain, split), self.context, budget) for domain in self.domains]
+            for split, budget in (("val", eval_tokens), ("test", test_tokens))
         }
 
         model = build_model(model_settings, corpus.vocab_size, seed)
@@ -138,7 +139,7 @@ class HarnessBackend:
                 tokens, domain_ids, keep_graph=keep_graph, reference=REFERENCE_LOSS in requires, grad=not gradients_requested
             )
             losses = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-            self._check_finite(losses)
+            self._check_finite(losses, counts > 0, "training")
             gradients = signals.domain_gradients(self, tokens, domain_ids, global_counts) if gradients_requested else None
 
             # The hook sees this step's statistics and may change the mixture for this step's update.
@@ -291,15 +292,16 @@ class HarnessBackend:
                 with self.accelerator.no_sync(self.model):
                     self.accelerator.backward(loss)
 
-    def _check_finite(self, losses: np.ndarray) -> None:
-        present = ~np.isnan(losses)
+    def _check_finite(self, losses: np.ndarray, present: np.ndarray, what: str) -> None:
+        """Raise RunFailedError when a present domain's loss is NaN or infinite."""
         if np.all(np.isfinite(losses[present])):
-            self.last_losses = np.where(present, losses, self.last_losses)
+            if what == "training":
+                self.last_losses = np.where(present, losses, self.last_losses)
             return
         bad = [self.domains[j] for j in np.flatnonzero(present & ~np.isfinite(losses))]
         raise RunFailedError(
-            f"training loss became NaN or infinite at step {self.step} on {', '.join(bad)}; "
-            f"last finite losses {dict(zip(self.domains, np.round(self.last_losses, 4).tolist()))}. "
+            f"{what} loss became NaN or infinite at step {self.step} on {', '.join(bad)}; "
+            f"last finite training losses {dict(zip(self.domains, np.round(self.last_losses, 4).tolist()))}. "
             f"Lower train.lr or enable gradient clipping (train.grad_clip)."
         )
 
@@ -332,7 +334,9 @@ class HarnessBackend:
         self.compute.eval_tokens += evaluated
         self.compute.flops += 2.0 * self.parameters["non_embedding"] * evaluated
         self.compute.wall_time_s += time.perf_counter() - started
-        return (sums / counts).cpu().numpy()
+        losses = (sums / counts).cpu().numpy()
+        self._check_finite(losses, np.ones(len(losses), dtype=bool), f"{split} evaluation")
+        return losses
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -1,0 +1,174 @@
+"""The `mixbench laws` command: score mixing laws on run tables, or on sweeps of our own runs.
+
+Without an experiment it reads published run tables: a mixture CSV and a loss CSV per set,
+joined on `index`. It fits each law on the training set and scores it on every test set, or by
+k-fold cross-validation when no test set is given. With `experiment=laws_static` or
+`experiment=laws_dynamic` it trains a sweep first (see `sweeps` and `branch`).
+"""
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mixbench.errors import ConfigError, DataError
+from mixbench.law_accuracy.report import averages_markdown, is_scored, summary_markdown, write_report
+from mixbench.law_accuracy.scoring import METRICS, cross_validate, score_laws
+from mixbench.law_accuracy.tables import RunTable, read_run_table
+from mixbench.laws import get_law
+from mixbench.runs import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+CV_TEST_SET = "cv"
+# At most this many skipped rows are logged one by one, and the rest are counted.
+MAX_LOGGED_SKIPS = 10
+
+
+def laws(cfg) -> list[dict[str, Any]]:
+    """Run the command: a law sweep when `experiment.sweep` is set, else score the run tables."""
+    experiment = cfg.get("experiment")
+    if experiment is None:
+        return score_tables(cfg)
+    if cfg.get("train", {}).get("mixtures") is not None:
+        raise ConfigError(
+            "both experiment= and train.mixtures= are set; score published tables (train.mixtures, train.losses) "
+            "or run a law sweep (experiment=laws_static or experiment=laws_dynamic), not both."
+        )
+    sweep = experiment.get("sweep")
+    if sweep == "static":
+        from mixbench.law_accuracy.sweeps import run_static_sweep
+
+        return run_static_sweep(cfg)
+    if sweep == "dynamic":
+        from mixbench.law_accuracy.branch import run_branch_sweep
+
+        return run_branch_sweep(cfg)
+    raise ConfigError(
+        f"experiment {experiment.get('name')!r} is not a law sweep (experiment.sweep={sweep!r}); "
+        f"use experiment=laws_static or experiment=laws_dynamic, or score tables with train.mixtures=PATH train.losses=PATH."
+    )
+
+
+def path_list(value: Any, key: str) -> list[str]:
+    """Return a config value given as one path or a list of paths as a list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, (str, Path)):
+        return [str(value)]
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(item) for item in value]
+    raise ConfigError(f"{key}={value!r} is invalid; give a path or a list of paths like [a.csv,b.csv].")
+
+
+def law_names(value: Any) -> list[str]:
+    """Return the configured law names after checking that each one exists (ConfigError otherwise)."""
+    names = path_list(value, "laws")
+    if not names:
+        raise ConfigError("laws=[] is empty; list at least one law, e.g. laws=[linear,dml,trees].")
+    for name in names:
+        get_law(name)
+    return names
+
+
+def _read_tables(cfg) -> tuple[RunTable, list[RunTable]]:
+    train = cfg.get("train") or {}
+    mixtures, losses = train.get("mixtures"), train.get("losses")
+    if mixtures is None or losses is None:
+        raise ConfigError(
+            "no run table given; set train.mixtures=PATH and train.losses=PATH (CSV files joined on their "
+            "'index' column), or run a sweep with experiment=laws_static or experiment=laws_dynamic."
+        )
+    test = cfg.get("test") or {}
+    test_mixtures = path_list(test.get("mixtures"), "test.mixtures")
+    test_losses = path_list(test.get("losses"), "test.losses")
+    if len(test_mixtures) != len(test_losses):
+        raise ConfigError(
+            f"test.mixtures lists {len(test_mixtures)} files but test.losses lists {len(test_losses)}; "
+            f"give one loss file per mixture file, in the same order."
+        )
+    renormalize = bool(cfg.get("renormalize", False))
+    table = read_run_table(mixtures, losses, name=Path(mixtures).name, renormalize=renormalize)
+    names = [Path(path).name for path in test_mixtures]
+    # Two test sets with the same file name in different folders are named by their full paths instead.
+    names = [path if names.count(name) > 1 else name for path, name in zip(test_mixtures, names)]
+    tests = [
+        read_run_table(path, loss_path, name=name, renormalize=renormalize)
+        for path, loss_path, name in zip(test_mixtures, test_losses, names)
+    ]
+    return table, tests
+
+
+def _cv_rows(table: RunTable, names: list[str], folds: Any, seed: int) -> list[dict[str, Any]]:
+    if not isinstance(folds, int) or isinstance(folds, bool) or not 2 <= folds <= len(table):
+        raise ConfigError(
+            f"cv_folds={folds!r} is invalid; with no test set the laws are cross-validated, which needs an "
+            f"integer number of folds between 2 and the number of training runs ({len(table)})."
+        )
+    rows = cross_validate(table, names, k=folds, seed=seed)
+    for row in rows:
+        row["test_set"] = CV_TEST_SET
+        row["cv_folds"] = folds
+    return rows
+
+
+def mark_undefined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace NaN metrics by None and record that in the row's status, so that no NaN passes silently.
+
+    Spearman's correlation is undefined when a law predicts the same loss for every test run.
+    """
+    for row in rows:
+        undefined = [key for key in METRICS if isinstance(row.get(key), float) and math.isnan(row[key])]
+        for key in undefined:
+            row[key] = None
+        if undefined and is_scored(row):
+            row["status"] = f"partial: {', '.join(undefined)} undefined because the predictions or losses are constant"
+    return rows
+
+
+def log_skipped(rows: list[dict[str, Any]]) -> None:
+    """Log each row that could not be fully scored, up to MAX_LOGGED_SKIPS, then a count."""
+    flagged = [row for row in rows if row.get("status", "ok") != "ok"]
+    for row in flagged[:MAX_LOGGED_SKIPS]:
+        log.warning("%s on %s (%s): %s", row["law"], row["target"], row["test_set"], row["status"])
+    if len(flagged) > MAX_LOGGED_SKIPS:
+        log.warning("%d more rows were skipped or partly scored; see the status column", len(flagged) - MAX_LOGGED_SKIPS)
+
+
+def score_tables(cfg) -> list[dict[str, Any]]:
+    """Score the configured laws on run tables, write `out` (CSV) and `out` with .md, and print the summary."""
+    names = law_names(cfg.get("laws"))
+    seed = int(cfg.get("seed", 0))
+    table, tests = _read_tables(cfg)
+    headline = cfg.get("headline")
+    if headline is not None and headline not in table.targets:
+        raise ConfigError(f"headline={headline!r} is not a target of {table.name}; its targets are {', '.join(table.targets)}.")
+
+    log.info("fitting %s on %d runs of %s (%d domains, %d targets)", ", ".join(names), len(table), table.name,
+             len(table.domains), len(table.targets))
+    if tests:
+        rows = score_laws(table, tests, names, seed=seed)
+    else:
+        log.info("no test set given: %s-fold cross-validation on the training runs", cfg.get("cv_folds"))
+        rows = _cv_rows(table, names, cfg.get("cv_folds"), seed)
+    rows = mark_undefined(rows)
+
+    out = Path(str(cfg.get("out")))
+    write_report(rows, out)
+    markdown = summary_markdown(rows, headline=headline) + "\n" + averages_markdown(rows)
+    write_text_atomic(out.with_suffix(".md"), markdown)
+    print(markdown, end="")
+    log_skipped(rows)
+    log.info("wrote %s and %s", out, out.with_suffix(".md"))
+    if not any(is_scored(row) for row in rows):
+        raise DataError(f"no law could be scored on any target; the status column of {out} gives each reason.")
+    return rows
+
+
+def plain(node: Any) -> Any:
+    """Return a config node as plain Python containers."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

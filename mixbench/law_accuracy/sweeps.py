@@ -1,0 +1,215 @@
+"""Static-law sweep: train runs on a design of static mixtures, then score the laws on held-out runs.
+
+Every run goes through the run store, so runs are cached by their content hash and shared with
+other commands (a uniform-mixture run here is the same run as a stratified run elsewhere).
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixbench.engine import execute_run
+from mixbench.errors import ConfigError, DataError
+from mixbench.law_accuracy.command import law_names, log_skipped, mark_undefined, plain
+from mixbench.law_accuracy.report import averages_markdown, rows_markdown, write_report
+from mixbench.law_accuracy.scoring import cross_validate, score_laws
+from mixbench.law_accuracy.tables import RunTable
+from mixbench.runs import RunStore, write_json_atomic, write_text_atomic
+from mixbench.simplex import DESIGN_KINDS, design
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("corpus", "sim")
+LOSS_SPLITS = ("val", "test")
+
+
+def int_option(experiment, key: str, minimum: int) -> int:
+    """Return experiment.<key> as an integer >= minimum, or raise ConfigError naming the key."""
+    value = experiment.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"experiment.{key}={value!r} is invalid; it must be a whole number >= {minimum}.")
+    return value
+
+
+def choice_option(experiment, key: str, choices: tuple[str, ...], default: str) -> str:
+    """Return experiment.<key> if it is one of `choices`, or raise ConfigError listing them."""
+    value = experiment.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"experiment.{key}={value!r} is unknown; use one of {', '.join(choices)}.")
+    return value
+
+
+def fraction_option(experiment, key: str) -> float:
+    """Return experiment.<key> as a number strictly between 0 and 1, or raise ConfigError."""
+    value = experiment.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+        raise ConfigError(f"experiment.{key}={value!r} is invalid; it must be a fraction strictly between 0 and 1.")
+    return float(value)
+
+
+def build_setting(cfg):
+    """Return the experiment's setting: the prepared corpus with cfg.model and cfg.training, or the simulator."""
+    kind = choice_option(cfg.experiment, "setting", SETTINGS, "corpus")
+    if kind == "sim":
+        from mixbench.sim.setting import SimSetting
+
+        if cfg.get("sim") is None:
+            raise ConfigError("experiment.setting=sim needs a `sim` block (domains, steps, eval_noise, ...); see conf/experiment/laws_dynamic_sim.yaml.")
+        return SimSetting(plain(cfg.sim))
+
+    from mixbench.data import prepare_corpus
+    from mixbench.setting import CorpusSetting, check_settings
+
+    training, model = plain(cfg.get("training")), plain(cfg.model)
+    if training is None:
+        raise ConfigError("experiment.setting=corpus needs a `training` block; the law sweep experiments include train/cpu as `training`.")
+    try:
+        check_settings(model, training)
+    except ConfigError as error:
+        # The checks name the `train` group; in this command the same settings live under `training`.
+        raise ConfigError(str(error).replace("train.", "training.")) from None
+    threads = int(training.get("threads", 0) or 0)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    corpus = prepare_corpus(plain(cfg.data))
+    return CorpusSetting(name=str(cfg.data.name), corpus=corpus, domains=corpus.domains, model=model, train=training)
+
+
+def split_rows(mixtures: np.ndarray, held_out_fraction: float, seed: int, minimum_fit: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Return (fit positions, held-out positions): a seeded random split of the runs with these mixtures.
+
+    At least 2 runs are held out, because R^2 and Spearman's correlation need two or more.
+    Single-domain runs (a weight of 1) are held out only when the other runs do not suffice: a
+    law fitted without the run dominated by a domain has to extrapolate that domain's coefficient.
+    """
+    k = len(mixtures)
+    n_held = max(2, int(round(held_out_fraction * k)))
+    if k - n_held < minimum_fit:
+        raise ConfigError(
+            f"held_out_fraction={held_out_fraction} of {k} runs leaves {k - n_held} runs to fit on; "
+            f"use more runs or a smaller held-out fraction."
+        )
+    rng = np.random.default_rng([seed, 1])
+    single = np.max(mixtures, axis=1) >= 1.0 - 1e-9
+    order = np.concatenate([rng.permutation(np.flatnonzero(~single)), rng.permutation(np.flatnonzero(single))])
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+@dataclass(frozen=True)
+class StaticOptions:
+    """The settings of a static-law sweep, read from the experiment config."""
+
+    name: str
+    seed: int
+    mixtures: int
+    design: str
+    held_out_fraction: float
+    laws: list[str]
+    cv_folds: int
+    loss_split: str
+
+    @classmethod
+    def from_config(cls, experiment) -> "StaticOptions":
+        cv_folds = int_option(experiment, "cv_folds", 0)
+        if cv_folds == 1:
+            raise ConfigError("experiment.cv_folds=1 is invalid; use 0 to turn cross-validation off, or 2 or more folds.")
+        mixtures = int_option(experiment, "mixtures", 3)
+        if cv_folds > mixtures:
+            raise ConfigError(f"experiment.cv_folds={cv_folds} exceeds the {mixtures} runs of the sweep (experiment.mixtures).")
+        return cls(
+            name=str(experiment.name),
+            seed=int_option(experiment, "seed", 0),
+            mixtures=mixtures,
+            design=choice_option(experiment, "design", tuple(DESIGN_KINDS), "cover"),
+            held_out_fraction=fraction_option(experiment, "held_out_fraction"),
+            laws=law_names(experiment.get("laws")),
+            cv_folds=cv_folds,
+            loss_split=choice_option(experiment, "loss_split", LOSS_SPLITS, "val"),
+        )
+
+
+def train_static_runs(setting, store: RunStore, options: StaticOptions) -> tuple[RunTable, list[dict]]:
+    """Train (or reuse) one run per design mixture and return their final losses as a run table."""
+    m = len(setting.domains)
+    mixtures = design(m, options.mixtures, options.design, rng=options.seed)
+    losses, summaries = [], []
+    for number, mixture in enumerate(mixtures, start=1):
+        spec = setting.spec(options.seed, mixture=mixture, role="law_sweep")
+        log.info("static sweep run %d/%d: %s mixture %s", number, len(mixtures), spec.id,
+                 " ".join(f"{w:.3f}" for w in mixture))
+        record, reused = store.get_or_run(spec, lambda spec, directory: execute_run(spec, setting, directory))
+        if record.get("status") != "complete":
+            raise DataError(
+                f"run {spec.id} of the static sweep failed ({record.get('error')}); delete "
+                f"{store.run_dir(spec)} to retry, or lower the learning rate."
+            )
+        loss = record["val_losses"] if options.loss_split == "val" else record["test_losses"]
+        losses.append(loss)
+        summaries.append({"id": spec.id, "mixture": mixture.tolist(), "losses": loss, "reused": reused})
+    names = tuple(setting.domains)
+    index = tuple(summary["id"] for summary in summaries)
+    table = RunTable(names, names, mixtures, np.asarray(losses, dtype=np.float64), index, options.name)
+    return table, summaries
+
+
+def run_static_sweep(cfg) -> list[dict[str, Any]]:
+    """Run the static sweep that the config describes; see `static_sweep`."""
+    options = StaticOptions.from_config(cfg.experiment)
+    setting = build_setting(cfg)
+    return static_sweep(setting, RunStore(cfg.results_dir), options, Path(cfg.results_dir) / options.name)
+
+
+def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Path) -> list[dict[str, Any]]:
+    """Train the static sweep, score each law on the held-out runs, and write laws_static.csv and .md to `directory`."""
+    table, summaries = train_static_runs(setting, store, options)
+
+    fit_rows, held_rows = split_rows(table.P, options.held_out_fraction, options.seed)
+    fit, held = table.subset(fit_rows, name="fit"), table.subset(held_rows, name="held_out")
+    rows = score_laws(fit, [held], options.laws, seed=options.seed)
+    if options.cv_folds:
+        cv = cross_validate(table, options.laws, k=options.cv_folds, seed=options.seed)
+        for row in cv:
+            row["test_set"], row["cv_folds"] = "cv", options.cv_folds
+        rows += cv
+    rows = mark_undefined(rows)
+
+    held_ids = set(held.index)
+    for summary in summaries:
+        summary["split"] = "held_out" if summary["id"] in held_ids else "fit"
+    write_json_atomic(directory / "laws_static_runs.json", {
+        "setting": setting.name, "domains": list(table.domains), "loss_split": options.loss_split, "runs": summaries,
+    })
+    write_report(rows, directory / "laws_static.csv")
+    markdown = _static_markdown(options, setting, fit, held, rows)
+    write_text_atomic(directory / "laws_static.md", markdown)
+    print(markdown, end="")
+    log_skipped(rows)
+    log.info("wrote %s and %s", directory / "laws_static.csv", directory / "laws_static.md")
+    return rows
+
+
+def _static_markdown(options: StaticOptions, setting, fit: RunTable, held: RunTable, rows: list[dict]) -> str:
+    steps = setting.spec(options.seed, mixture=np.full(len(setting.domains), 1 / len(setting.domains))).train["steps"]
+    lines = [
+        f"# Static mixing laws: {options.name}",
+        "",
+        f"{len(fit) + len(held)} runs of {steps} steps on a {options.design} design over {len(setting.domains)} domains "
+        f"({', '.join(setting.domains)}), setting {setting.name}, seed {options.seed}. The laws are fitted on "
+        f"{len(fit)} runs and scored on the {len(held)} held-out runs (test set `held_out`, single-domain runs stay in the fit "
+        f"when enough other runs exist)"
+        + (f", and by {options.cv_folds}-fold cross-validation over all runs (test set `cv`)." if options.cv_folds else "."),
+        f"Targets are the final {options.loss_split} losses per domain.",
+        "",
+        "## Averages over targets",
+        "",
+        averages_markdown(rows),
+        "## Per target",
+        "",
+        rows_markdown(rows),
+    ]
+    return "\n".join(lines)

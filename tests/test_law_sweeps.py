@@ -1,0 +1,213 @@
+"""Static and dynamic law sweeps on the small real-text corpus (tiny model, few steps) and the simulator."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import TINY_MODEL, TINY_TRAIN
+from mixbench.law_accuracy.branch import BranchOptions, branch_sweep
+from mixbench.law_accuracy.sweeps import StaticOptions, static_sweep
+from mixbench.runs import RunStore
+from mixbench.sim.setting import SimSetting
+
+REPO = Path(__file__).resolve().parents[1]
+
+SIM = {
+    "domains": 4, "world_seed": 0, "prerequisites": False, "asymmetry": 0.3, "interference": 0.15, "step_size": 0.01,
+    "steps": 400, "tokens_per_step": 4096, "eval_noise": 0.0, "train_noise": 0.0, "warmup_steps": 40,
+    "min_lr_ratio": 0.1, "sampling": "largest_remainder", "eval_every": 0, "checkpoint_every": 0,
+}
+
+
+def static_options(**changes) -> StaticOptions:
+    options = dict(name="sweep", seed=0, mixtures=6, design="cover", held_out_fraction=0.34,
+                   laws=["linear", "dml", "trees"], cv_folds=0, loss_split="val")
+    return StaticOptions(**(options | changes))
+
+
+def branch_options(**changes) -> BranchOptions:
+    options = dict(name="branch", seed=0, branch_step=6, window=4, children=6, design="cover",
+                   held_out_fraction=0.34, parent_mixture="uniform", nonnegative=False)
+    return BranchOptions(**(options | changes))
+
+
+def read_report(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("name", ["laws_static", "laws_static_sim", "laws_dynamic", "laws_dynamic_sim"])
+def test_sweep_configs_compose(name):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="laws", overrides=[f"experiment={name}"])
+    assert cfg.experiment.name == name
+    assert cfg.experiment.sweep in ("static", "dynamic")
+    if name.endswith("_sim"):
+        assert cfg.experiment.setting == "sim"
+        assert cfg.sim.domains >= 2
+    else:
+        assert cfg.training.steps >= 150
+    if name == "laws_static":
+        assert cfg.experiment.mixtures >= 12
+
+
+def test_static_sweep_tiny_corpus(tiny_setting, tmp_path):
+    store = RunStore(tmp_path / "results")
+    rows = static_sweep(tiny_setting, store, static_options(), tmp_path / "results" / "sweep")
+
+    assert {row["test_set"] for row in rows} == {"held_out"}
+    assert {(row["n_train"], row["n_test"]) for row in rows} == {(4, 2)}
+    assert {row["law"] for row in rows} == {"linear", "dml", "trees"}
+    assert len(rows) == 3 * len(tiny_setting.domains)
+    linear = [row for row in rows if row["law"] == "linear"]
+    assert all(row["status"] == "ok" and row["r2"] is not None and row["in_sample_r2"] is not None for row in linear)
+    report = tmp_path / "results" / "sweep" / "laws_static.csv"
+    assert read_report(report)[0]["law"] == "linear"
+    markdown = report.with_suffix(".md").read_text()
+    assert "## Averages over targets" in markdown
+    assert "mean RMSE" in markdown
+
+    runs = json.loads((tmp_path / "results" / "sweep" / "laws_static_runs.json").read_text())["runs"]
+    assert len(runs) == 6
+    assert sorted(run["split"] for run in runs) == ["fit"] * 4 + ["held_out"] * 2
+    assert all((store.root / "runs" / run["id"] / "record.json").exists() for run in runs)
+
+    static_sweep(tiny_setting, store, static_options(), tmp_path / "results" / "sweep")
+    again = json.loads((tmp_path / "results" / "sweep" / "laws_static_runs.json").read_text())["runs"]
+    assert all(run["reused"] for run in again)
+
+
+def test_static_sweep_sim_law_fits(tmp_path):
+    setting = SimSetting(dict(SIM, domains=3))
+    rows = static_sweep(setting, RunStore(tmp_path), static_options(mixtures=10, held_out_fraction=0.3, laws=["dml"], cv_folds=5),
+                        tmp_path / "sweep")
+    held = [row for row in rows if row["test_set"] == "held_out"]
+    assert len(held) == 3
+    assert min(row["r2"] for row in held) > 0.99
+    assert {row["test_set"] for row in rows} == {"held_out", "cv"}
+
+
+def test_branch_sweep_tiny_corpus(tiny_setting, tmp_path, monkeypatch):
+    rows, fitted = branch_sweep(tiny_setting, branch_options(), tmp_path)
+
+    m = len(tiny_setting.domains)
+    assert len(rows) == m
+    assert {(row["n_train"], row["n_test"]) for row in rows} == {(4, 2)}
+    assert all(row["in_sample_r2_all"] is not None for row in rows)
+    assert np.shape(fitted["A"]) == (m, m)
+    saved = json.loads((tmp_path / "branch" / "laws_dynamic_A.json").read_text())
+    assert saved["A"] == fitted["A"]
+    assert saved["branch_step"] == 6
+    assert (tmp_path / "branch" / "laws_dynamic.csv").exists()
+    assert "In-sample R^2 with all 6 children" in (tmp_path / "branch" / "laws_dynamic.md").read_text()
+
+    [branch] = list((tmp_path / "branches").iterdir())
+    assert branch.name.endswith("-step6")
+    children = sorted((branch / "children").glob("*.json"))
+    assert len(children) == 6
+    record = json.loads(children[0].read_text())
+    assert record["window"] == 4
+    assert np.allclose(np.array(record["after"]) - np.array(record["before"]), record["dL"])
+
+    # A second run reuses every record and trains nothing.
+    def no_training(spec):
+        raise AssertionError("the branch sweep trained again instead of reusing its records")
+
+    monkeypatch.setattr(tiny_setting, "make_backend", no_training)
+    again, _ = branch_sweep(tiny_setting, branch_options(), tmp_path)
+    assert [row["r2"] for row in again] == [row["r2"] for row in rows]
+
+
+def test_branch_sweep_reuses_parent_state(tmp_path, monkeypatch):
+    setting = SimSetting(dict(SIM))
+    branch_sweep(setting, branch_options(branch_step=200, window=5, children=8), tmp_path)
+    [branch] = list((tmp_path / "branches").iterdir())
+    assert (branch / "parent_state.pt").exists()
+    first = json.loads((branch / "parent.json").read_text())
+
+    # More children of the same parent restore its saved state: every training call is a child's window.
+    steps_trained = []
+    make_backend = setting.make_backend
+
+    def recording_backend(spec):
+        backend = make_backend(spec)
+        train = backend.train
+        backend.train = lambda steps, mixture, **options: steps_trained.append(steps) or train(steps, mixture, **options)
+        return backend
+
+    monkeypatch.setattr(setting, "make_backend", recording_backend)
+    branch_sweep(setting, branch_options(branch_step=200, window=5, children=12), tmp_path)
+    assert steps_trained == [5] * 4
+    assert json.loads((branch / "parent.json").read_text()) == first
+    assert len(list((branch / "children").glob("*.json"))) == 12
+
+
+def test_noise_free_sim_true_law(tmp_path):
+    setting = SimSetting(dict(SIM))
+    rows, fitted = branch_sweep(setting, branch_options(branch_step=200, window=5, children=12, held_out_fraction=0.25), tmp_path)
+
+    assert all(row["true_law_r2"] >= 0.99 for row in rows)
+    assert fitted["true_law_r2_pooled"] >= 0.99
+    assert all(row["in_sample_r2_all"] >= 0.99 for row in rows)
+    assert all(row["r2"] >= 0.95 for row in rows)
+    assert fitted["relative_error"] < 0.05
+    assert fitted["scale_vs_true"] == pytest.approx(1.0, abs=0.05)
+    # Two column sums of this world differ by 1%, so a 2% error may swap their ranks and halve Spearman.
+    assert fitted["a_sim"] >= 0.85
+    assert np.shape(fitted["true_A"]) == (4, 4)
+
+
+def test_branch_sweep_too_few_children(tmp_path):
+    from mixbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="children=4 is too few"):
+        branch_sweep(SimSetting(dict(SIM)), branch_options(branch_step=200, children=4), tmp_path)
+    with pytest.raises(ConfigError, match="passes the parent's 400 training steps"):
+        branch_sweep(SimSetting(dict(SIM)), branch_options(branch_step=390, window=20), tmp_path)
+
+
+def mixbench(*args, cwd):
+    environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, "-m", "mixbench", "laws", *args], cwd=cwd, capture_output=True, text=True,
+                          env=environment, timeout=600)
+
+
+def test_dynamic_sim_through_cli(tmp_path):
+    result = mixbench("experiment=laws_dynamic_sim", "sim.eval_noise=0", "experiment.window=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "results" / "laws_dynamic_sim"
+    rows = read_report(folder / "laws_dynamic.csv")
+    assert len(rows) == 5
+    assert min(float(row["true_law_r2"]) for row in rows) >= 0.99
+    assert "a_sim" in json.loads((folder / "laws_dynamic_A.json").read_text())
+    assert "Simulator truth at step 300" in result.stdout
+
+
+def test_sweep_bad_settings_exit_2(tmp_path):
+    result = mixbench("experiment=laws_dynamic_sim", "experiment.children=3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "experiment.children=3 is too few" in result.stderr
+    result = mixbench("experiment=laws_static_sim", "experiment.held_out_fraction=1.5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "experiment.held_out_fraction=1.5 is invalid" in result.stderr
+
+
+def test_static_corpus_through_cli(text_folders, tmp_path):
+    data = [f"data=folders", f"data.path={text_folders}", f"data.cache_dir={tmp_path / 'cache'}",
+            "data.val_fraction=0.15", "data.test_fraction=0.15"]
+    model = [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
+    training = [f"training.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in TINY_TRAIN.items()]
+    result = mixbench("experiment=laws_static", *data, *model, *training, "experiment.mixtures=5",
+                      "experiment.cv_folds=0", "experiment.laws=[linear]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_report(tmp_path / "results" / "laws_static" / "laws_static.csv")
+    assert [row["n_train"] for row in rows] == ["3"] * 3
+    assert all(row["status"] == "ok" for row in rows)
+    assert "| linear | held_out | 3 | 2 |" in result.stdout
