@@ -124,6 +124,8 @@ def execute_run(
     progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}", disable=not main, leave=False)
     try:
         while backend.step < backend.total_steps:
+            before = backend.step
+
             # An online method explores, fits and picks a new mixture at each round boundary.
             if method is not None and backend.step % round_steps == 0:
                 loop.mixture = _online_round(method, context, backend, loop)
@@ -133,7 +135,6 @@ def execute_run(
             stop = min(stop, backend.step + PROGRESS_CHUNK)
             hook = method.step_hook(context) if method is not None else None
             by_weights = method.by_loss_weights if method is not None else False
-            before = backend.step
             result = backend.train(stop - backend.step, loop.mixture, by_loss_weights=by_weights, hook=hook)
             if result.mixtures:
                 loop.mixture = result.mixtures[-1]
