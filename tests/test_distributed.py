@@ -25,14 +25,17 @@ def _train(corpus_path: str, results: str, method: str, out: str) -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
     corpus = load_corpus(corpus_path)
     setting = CorpusSetting("parity", corpus, corpus.domains, dict(TINY_MODEL), dict(TINY_TRAIN))
-    result = run_method({"name": method}, setting, RunStore(results), seed=0)
+    config = {"name": method, "lr": TINY_TRAIN["lr"]} if method == "doge" else {"name": method}
+    result = run_method(config, setting, RunStore(results), seed=0)
     if setting.is_main_process():
-        trajectory = [point["mixture"] for point in result.final["trajectory"]]
+        # A proxy method's trajectory is the one its proxy run learned.
+        learned = next((run for run in result.extra if run.get("role") == "proxy"), result.final)
+        trajectory = [point["mixture"] for point in learned["trajectory"]]
         with open(out, "w") as handle:
             json.dump({"test": result.final["test_losses"], "trajectory": trajectory, "val": result.final["val_losses"]}, handle)
 
 
-@pytest.mark.parametrize("method", ["natural"])
+@pytest.mark.parametrize("method", ["natural", "doge", "doremi"])
 def test_two_processes_match_one(small_corpus, tmp_path, method):
     corpus_path = str(small_corpus.path)
     two, one = tmp_path / "two.json", tmp_path / "one.json"
