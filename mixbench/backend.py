@@ -61,7 +61,10 @@ class TrainResult:
 
 @dataclass
 class Compute:
-    """Compute spent by a backend, split by purpose. Tokens are counted per forward pass."""
+    """Compute spent by a backend, split by purpose. Tokens are counted per forward pass.
+
+    `wall_time_s` is the sum of the training, exploration and evaluation times.
+    """
 
     train_tokens: int = 0
     exploration_tokens: int = 0
@@ -69,6 +72,9 @@ class Compute:
     reference_tokens: int = 0
     flops: float = 0.0
     wall_time_s: float = 0.0
+    train_time_s: float = 0.0
+    exploration_time_s: float = 0.0
+    eval_time_s: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

@@ -176,7 +176,12 @@ class HarnessBackend:
         else:
             self.compute.train_tokens += spent
         self.compute.flops += self.flops_per_token * spent
-        self.compute.wall_time_s += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.compute.wall_time_s += elapsed
+        if purpose == "exploration":
+            self.compute.exploration_time_s += elapsed
+        else:
+            self.compute.train_time_s += elapsed
         mean_loss = np.where(total_tokens > 0, total_loss / np.maximum(total_tokens, 1), np.nan)
         return TrainResult(steps=steps, tokens=total_tokens, train_loss=mean_loss, mixtures=mixtures)
 
@@ -333,7 +338,9 @@ class HarnessBackend:
         evaluated = int(counts.sum().item())
         self.compute.eval_tokens += evaluated
         self.compute.flops += 2.0 * self.parameters["non_embedding"] * evaluated
-        self.compute.wall_time_s += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.compute.wall_time_s += elapsed
+        self.compute.eval_time_s += elapsed
         losses = (sums / counts).cpu().numpy()
         self._check_finite(losses, np.ones(len(losses), dtype=bool), f"{split} evaluation")
         return losses
