@@ -1,8 +1,6 @@
 """The three training loops that bench_harness.py times on identical work."""
 
-import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

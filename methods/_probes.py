@@ -85,6 +85,22 @@ class ProbingMethod(StaticMethod):
         return P, L
 
 
+class BestProbeMethod(ProbingMethod):
+    """A probing method without a law: the final mixture is the probe with the lowest mean loss."""
+
+    def fit(self, observations: list[Observation], context: MethodContext) -> "BestProbeMethod":
+        P, L = self.observed(observations, context)
+        index, mean = best_probe(P, L)
+        self.probe_mixtures_, self.probe_mean_loss_ = P, mean
+        self.best_index_, self.best_mixture_ = index, P[index]
+        return self
+
+    def optimize(self, context: MethodContext) -> np.ndarray:
+        if not hasattr(self, "best_mixture_"):
+            raise ConfigError(f"method {self.name} is not fitted; call fit(observations, context) with its probe results first.")
+        return self.best_mixture_.copy()
+
+
 def probe_length(fraction, context: MethodContext, method: str) -> int | None:
     """Return the number of steps of a probe run, or None when probes train the full length."""
     if fraction is None:

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from methods._probes import ProbingMethod, best_probe
+from methods._probes import BestProbeMethod
 from mixbench.errors import ConfigError
-from mixbench.method import MethodContext, Observation, register
+from mixbench.method import MethodContext, register
 
 MAX_DOMAINS = 3
 
@@ -30,7 +30,7 @@ def lattice_size(m: int, resolution: int) -> int:
 
 
 @register
-class Grid(ProbingMethod):
+class Grid(BestProbeMethod):
     """Train one probe run per point of the lattice {p : p_j = n_j / resolution} and pick the
     probe with the lowest mean validation loss. Only for m <= 3 domains, because the lattice
     grows as resolution^(m-1).
@@ -72,18 +72,6 @@ class Grid(ProbingMethod):
         if self.probes is None or self.probes == len(points):
             return points
         return points[_thin(points, self.probes)]
-
-    def fit(self, observations: list[Observation], context: MethodContext) -> "Grid":
-        P, L = self.observed(observations, context)
-        index, mean = best_probe(P, L)
-        self.probe_mixtures_, self.probe_mean_loss_ = P, mean
-        self.best_index_, self.best_mixture_ = index, P[index]
-        return self
-
-    def optimize(self, context: MethodContext) -> np.ndarray:
-        if not hasattr(self, "best_mixture_"):
-            raise ConfigError("method grid is not fitted; call fit(observations, context) with its probe results first.")
-        return self.best_mixture_.copy()
 
 
 def _thin(points: np.ndarray, n: int) -> list[int]:

@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from methods._probes import ProbingMethod, best_probe
+from methods._probes import BestProbeMethod
 from mixbench.errors import ConfigError
-from mixbench.method import MethodContext, Observation, register
+from mixbench.method import MethodContext, register
 
 
 @register
-class RandomSearch(ProbingMethod):
+class RandomSearch(BestProbeMethod):
     """Train `probes` probe runs on mixtures drawn from the symmetric Dirichlet(concentration)
     and pick the probe with the lowest mean validation loss.
 
@@ -37,15 +37,3 @@ class RandomSearch(ProbingMethod):
     def probe_mixtures(self, context: MethodContext) -> np.ndarray:
         alpha = np.full(context.m, float(self.concentration))
         return self.rng(context).dirichlet(alpha, size=self.probes)
-
-    def fit(self, observations: list[Observation], context: MethodContext) -> "RandomSearch":
-        P, L = self.observed(observations, context)
-        index, mean = best_probe(P, L)
-        self.probe_mixtures_, self.probe_mean_loss_ = P, mean
-        self.best_index_, self.best_mixture_ = index, P[index]
-        return self
-
-    def optimize(self, context: MethodContext) -> np.ndarray:
-        if not hasattr(self, "best_mixture_"):
-            raise ConfigError("method random_search is not fitted; call fit(observations, context) with its probe results first.")
-        return self.best_mixture_.copy()

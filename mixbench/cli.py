@@ -2,7 +2,6 @@
 
 import difflib
 import logging
-import os
 import sys
 from pathlib import Path
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mixbench.engine import run_method, save_method_result
 from mixbench.errors import ConfigError
-from mixbench.method import MethodContext, available_methods, build_method, get_method_class
+from mixbench.method import available_methods, build_method, get_method_class
 from mixbench.report import HEADLINE, SIM_HEADLINE, load_results, summarize, summarize_sim, to_markdown, write_tables
 from mixbench.runs import RunStore, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings

@@ -262,16 +262,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         return execute_run(spec, setting, run_dir, method=online, context=context)
 
     if method.kind == "static":
-        observations = []
-        for probe in method.explore(context):
-            spec = setting.spec(seed, probe=probe, role=probe.role)
-            record, _ = store.get_or_run(spec, train, main=main)
-            extra.append(record)
-            if record.get("status") != "complete":
-                raise RunFailedError(f"probe run {spec.id} of method {method.name!r} failed: {record.get('error')}")
-            observations.append(
-                Observation(np.asarray(spec.mixture), np.asarray(record["val_losses"]), run_id=spec.id, role=probe.role)
-            )
+        observations, _ = _train_probes(method.explore(context), method.name, setting, store, seed, train, extra, main)
         method.fit(observations, context)
         mixture = validate_mixture(method.optimize(context), setting.domains, name=f"mixture chosen by {method.name}")
         final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
@@ -306,20 +297,29 @@ def _prepare_online(method_config, setting, store, seed, context, train, extra, 
     Returns the prepared method and the reference run (spec and folder), if it has one.
     """
     online = build_method(method_config)
-    observations, reference = [], None
-    for probe in online.prerequisites(context):
+    observations, specs = _train_probes(online.prerequisites(context), online.name, setting, store, seed, train, extra, main)
+    online.use_prerequisites(observations, context)
+    reference = next(((spec, store.run_dir(spec)) for spec in specs if spec.role == "reference"), None)
+    return online, reference
+
+
+def _train_probes(probes, method_name, setting, store, seed, train, extra, main):
+    """Train (or reuse) each probe's whole run; return their observations and specs.
+
+    Every record is appended to `extra`, so the method's table row counts its compute.
+    """
+    observations, specs = [], []
+    for probe in probes:
         spec = setting.spec(seed, probe=probe, role=probe.role)
         record, _ = store.get_or_run(spec, train, main=main)
         extra.append(record)
         if record.get("status") != "complete":
-            raise RunFailedError(f"{probe.role} run {spec.id} of method {online.name!r} failed: {record.get('error')}")
+            raise RunFailedError(f"{probe.role} run {spec.id} of method {method_name!r} failed: {record.get('error')}")
         observations.append(
             Observation(np.asarray(spec.mixture), np.asarray(record["val_losses"]), run_id=spec.id, role=probe.role)
         )
-        if probe.role == "reference":
-            reference = (spec, store.run_dir(spec))
-    online.use_prerequisites(observations, context)
-    return online, reference
+        specs.append(spec)
+    return observations, specs
 
 
 def save_method_result(result: MethodResult, directory: Path) -> Path:

@@ -10,7 +10,7 @@ from conftest import TINY_MODEL, TINY_TRAIN
 
 
 def overrides(text_folders, cache):
-    items = [f"data=folders", f"data.path={text_folders}", f"data.cache_dir={cache}", "data.val_fraction=0.15", "data.test_fraction=0.15"]
+    items = ["data=folders", f"data.path={text_folders}", f"data.cache_dir={cache}", "data.val_fraction=0.15", "data.test_fraction=0.15"]
     items += [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
     items += [f"train.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in TINY_TRAIN.items()]
     return items

@@ -5,7 +5,7 @@ import stat
 import numpy as np
 import pytest
 
-from mixbench.engine import execute_run, run_method
+from mixbench.engine import run_method
 from mixbench.errors import ConfigError
 from mixbench.runs import RunSpec, RunStore, write_json_atomic
 
