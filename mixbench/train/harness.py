@@ -134,13 +134,15 @@ class HarnessBackend:
 
             # Forward every micro-batch, keeping per-domain loss sums; with a hook the graphs are
             # kept until the hook has seen this step's statistics.
-            keep_graph = hook is not None and not gradients_requested
-            sums, counts, excess, pending = self._forward_micro_batches(
-                tokens, domain_ids, keep_graph=keep_graph, reference=REFERENCE_LOSS in requires, grad=not gradients_requested
-            )
+            gradients, excess, pending = None, None, []
+            if gradients_requested:
+                gradients, sums, counts = signals.domain_gradients(self, tokens, domain_ids, global_counts)
+            else:
+                sums, counts, excess, pending = self._forward_micro_batches(
+                    tokens, domain_ids, keep_graph=hook is not None, reference=REFERENCE_LOSS in requires
+                )
             losses = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
             self._check_finite(losses, counts > 0, "training")
-            gradients = signals.domain_gradients(self, tokens, domain_ids, global_counts) if gradients_requested else None
 
             # The hook sees this step's statistics and may change the mixture for this step's update.
             if hook is not None:
@@ -234,11 +236,11 @@ class HarnessBackend:
         sums = torch.zeros(len(self.domains), device=token_losses.device, dtype=token_losses.dtype)
         return sums.index_add(0, index, token_losses.sum(dim=1))
 
-    def _forward_micro_batches(self, tokens, domain_ids, keep_graph: bool, reference: bool = False, grad: bool = True):
+    def _forward_micro_batches(self, tokens, domain_ids, keep_graph: bool, reference: bool = False):
         """Run forward (and, unless graphs are kept, backward) over micro-batches; reduce per-domain stats.
 
         Returns per-domain loss sums, token counts, excess-loss sums over the reference model (or
-        None), and the kept graphs. With `grad=False` nothing is differentiated.
+        None), and the kept graphs.
         """
         m = len(self.domains)
         local_sums = torch.zeros(m, device=self.accelerator.device)
@@ -249,16 +251,13 @@ class HarnessBackend:
         global_tokens = self.batch_size * self.context
         for micro in range(self.accumulation):
             rows = slice(micro * rows_per_micro, (micro + 1) * rows_per_micro)
-            with torch.set_grad_enabled(grad):
-                token_losses = self._token_losses(tokens[rows])
+            token_losses = self._token_losses(tokens[rows])
             domain_sums = self._domain_sums(token_losses, domain_ids[rows])
             local_sums += domain_sums.detach()
             local_counts += torch.bincount(torch.from_numpy(domain_ids[rows]), minlength=m).to(local_sums) * self.context
             if reference:
                 excess = torch.clamp(token_losses.detach() - signals.reference_token_losses(self, tokens[rows]), min=0)
                 local_excess += self._domain_sums(excess, domain_ids[rows])
-            if not grad:
-                continue
             if keep_graph:
                 pending.append(domain_sums)
                 continue

@@ -53,29 +53,37 @@ def _flat_gradient(loss: torch.Tensor, parameters) -> torch.Tensor:
     return torch.cat(pieces)
 
 
-def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global_counts: np.ndarray) -> torch.Tensor:
-    """Return the (m, P) per-domain mean-loss gradients over the global batch, each clipped on its own.
+def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global_counts: np.ndarray):
+    """Return the (m, P) per-domain mean-loss gradients over the global batch, each clipped on its own,
+    with the per-domain loss sums and token counts of the global batch.
 
     Every process differentiates its rows' summed loss, scaled by the global token count of
     the domain, so the all-reduced sum is the gradient of the domain's mean over the global batch.
+    The same passes give the losses, so no separate forward pass is needed.
     """
     parameters = _parameters(backend)
     size = sum(parameter.numel() for parameter in parameters)
     m = len(backend.domains)
     device = backend.accelerator.device
     gradients = torch.zeros(m, size, dtype=torch.float32, device=device)
+    sums = torch.zeros(m, dtype=torch.float64, device=device)
+    counts = torch.zeros(m, dtype=torch.float64, device=device)
     for domain in range(m):
         rows = domain_ids == domain
         if global_counts[domain] == 0 or not rows.any():
             continue
-        loss = backend._token_losses(tokens[rows]).sum() / float(global_counts[domain])
-        gradients[domain] = _flat_gradient(loss, parameters)
+        total = backend._token_losses(tokens[rows]).sum()
+        sums[domain] = total.detach().double()
+        counts[domain] = float(rows.sum() * backend.context)
+        gradients[domain] = _flat_gradient(total / float(global_counts[domain]), parameters)
     gradients = backend.accelerator.reduce(gradients, reduction="sum")
+    sums = backend.accelerator.reduce(sums, reduction="sum").cpu().numpy()
+    counts = backend.accelerator.reduce(counts, reduction="sum").cpu().numpy()
     clip = float(backend.settings["grad_clip"])
     if clip > 0:
         norms = gradients.norm(dim=1, keepdim=True)
         gradients = gradients * torch.clamp(clip / (norms + 1e-6), max=1.0)
-    return gradients
+    return gradients, sums, counts
 
 
 def target_gradient(backend) -> torch.Tensor:
