@@ -56,6 +56,9 @@ class LoopState:
     metrics: list[dict] = field(default_factory=list)
     trajectory: list[dict] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)
+    # Sum of the mixture in force at every training step, for the run's step-averaged mixture.
+    mixture_sum: np.ndarray | None = None
+    mixture_steps: int = 0
 
 
 def _save_checkpoint(directory: Path, backend, loop: LoopState, method: MixingMethod | None) -> None:
@@ -138,6 +141,9 @@ def execute_run(
             result = backend.train(stop - backend.step, loop.mixture, by_loss_weights=by_weights, hook=hook)
             if result.mixtures:
                 loop.mixture = result.mixtures[-1]
+                step_sum = np.sum(result.mixtures, axis=0)
+                loop.mixture_sum = step_sum if loop.mixture_sum is None else loop.mixture_sum + step_sum
+                loop.mixture_steps += len(result.mixtures)
             progress.update(backend.step - before)
 
             # Periodic validation: one log line with the step, per-domain losses and the mixture.
@@ -164,6 +170,7 @@ def execute_run(
         "test_losses": test_losses.tolist(),
         "metrics": loop.metrics,
         "trajectory": loop.trajectory,
+        "mean_mixture": (loop.mixture_sum / loop.mixture_steps).tolist() if loop.mixture_steps else None,
         "rounds": loop.rounds,
         "compute": backend.compute.as_dict(),
         "method_state": _jsonable_state(method) if method is not None else None,
@@ -274,8 +281,9 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         )
         if method.trains_proxy:
             extra.append(run)
-            trajectory = [np.asarray(point["mixture"]) for point in run["trajectory"]]
-            mixture = validate_mixture(method.final_mixture(trajectory, context), setting.domains, normalize=True)
+            # The proxy's weights averaged over every training step, as DoReMi and DoGE publish them.
+            mean_mixture = np.asarray(run["mean_mixture"])
+            mixture = validate_mixture(method.final_mixture(mean_mixture, context), setting.domains, normalize=True)
             final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
         else:
             final = run

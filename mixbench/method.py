@@ -160,9 +160,10 @@ class OnlineMethod(MixingMethod):
     def use_prerequisites(self, observations: list[Observation], context: MethodContext) -> None:
         """Learn from the prerequisite runs' final validation losses (e.g. Skill-It's skills graph)."""
 
-    def final_mixture(self, trajectory: list[np.ndarray], context: MethodContext) -> np.ndarray:
-        """Return the mixture a proxy method hands to its retrain: the average over the proxy run."""
-        return np.mean(np.stack(trajectory), axis=0)
+    def final_mixture(self, mean_mixture: np.ndarray, context: MethodContext) -> np.ndarray:
+        """Return the mixture a proxy method hands to its retrain, given the proxy run's mixture
+        averaged over every training step. The default returns that average."""
+        return np.asarray(mean_mixture)
 
 
 _REGISTRY: dict[str, type[MixingMethod]] = {}

@@ -1,0 +1,55 @@
+"""The engine's handling of proxy runs: the retrain uses the proxy's mixture averaged over every step."""
+
+import numpy as np
+import pytest
+
+from mixbench.engine import run_method
+from mixbench.method import OnlineMethod, register, unregister
+from mixbench.runs import RunStore
+from mixbench.sim.setting import SimSetting
+
+from test_conformance import SIM
+
+
+class SwitchingProxy(OnlineMethod):
+    """A proxy whose step hook puts all weight on the first domain for 6 steps, then on the second."""
+
+    name = "test_switching_proxy"
+    trains_proxy = True
+
+    def __init__(self, switch_step: int = 6):
+        self.switch_step = switch_step
+
+    @property
+    def round_steps(self) -> int:
+        return 10_000
+
+    def optimize(self, context):
+        return np.full(context.m, 1.0 / context.m)
+
+    def step_hook(self, context):
+        return self
+
+    requires = frozenset()
+
+    def update(self, stats, mixture):
+        weights = np.zeros(len(mixture))
+        weights[0 if stats.step < self.switch_step else 1] = 1.0
+        return weights
+
+
+@pytest.fixture
+def switching_proxy():
+    register(SwitchingProxy)
+    yield SwitchingProxy
+    unregister(SwitchingProxy.name)
+
+
+def test_retrain_uses_step_averaged_proxy_mixture(switching_proxy, tmp_path):
+    setting = SimSetting(dict(SIM))
+    result = run_method({"name": "test_switching_proxy", "switch_step": 6}, setting, RunStore(tmp_path), seed=0)
+    proxy = next(run for run in result.extra if run["role"] == "proxy")
+    # 24 steps: 6 on the first domain, 18 on the second.
+    np.testing.assert_allclose(proxy["mean_mixture"], [0.25, 0.75, 0.0])
+    np.testing.assert_allclose(result.final["final_mixture"], [0.25, 0.75, 0.0])
+    assert result.final["role"] == "final"
