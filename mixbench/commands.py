@@ -68,6 +68,8 @@ def prepare(cfg):
 def _setting(cfg, corpus) -> CorpusSetting:
     model, train = _plain(cfg.model), _plain(cfg.train)
     check_settings(model, train)
+    # Every split of every domain must hold one training window, checked before any run starts.
+    corpus.check_min_tokens(int(model["context"]) + 1)
     return CorpusSetting(name=str(cfg.data.name), corpus=corpus, domains=corpus.domains, model=model, train=train)
 
 

@@ -1,0 +1,117 @@
+"""Invalid input through the command line: a clear message, a non-zero exit, and no earlier result changed."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, TINY_MODEL, TINY_TRAIN
+
+REGMIX = SHARED / "reference_runs" / "regmix"
+
+
+def _data(folders: Path, cache: Path) -> list[str]:
+    return ["data=folders", f"data.path={folders}", f"data.cache_dir={cache}", "data.val_fraction=0.15", "data.test_fraction=0.15"]
+
+
+def _common(folders: Path, cache: Path) -> list[str]:
+    items = _data(folders, cache)
+    items += [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
+    items += [f"train.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in TINY_TRAIN.items()]
+    return items
+
+
+def _mixbench(args, cwd):
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "mixbench", *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=600)
+
+
+def _digest(folder: Path) -> str:
+    """Hash every file under `folder`, so that any change to an earlier result shows."""
+    hasher = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        hasher.update(str(path.relative_to(folder)).encode())
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def workspace(text_folders, tmp_path_factory):
+    """A folder with a finished benchmark whose results every bad command must leave untouched."""
+    root = tmp_path_factory.mktemp("bad-input")
+    bad = root / "bad_domains"
+    (bad / "empty").mkdir(parents=True)
+    (bad / "words").mkdir()
+    for index in range(3):
+        (bad / "words" / f"{index}.txt").write_text("tiny text " * 40)
+    (root / "odd_domains" / "docs").mkdir(parents=True)
+    (root / "odd_domains" / "docs" / "report.docx").write_bytes(b"not text")
+    (root / "jsonl_domains" / "notes").mkdir(parents=True)
+    (root / "jsonl_domains" / "notes" / "a.jsonl").write_text(json.dumps({"body": "no text field"}) + "\n")
+    (root / "tiny_domains").mkdir()
+    for domain, size in (("big", 20_000), ("small", 30)):
+        (root / "tiny_domains" / domain).mkdir()
+        for index in range(3):
+            (root / "tiny_domains" / domain / f"{index}.txt").write_text("abcdefghij" * (size // 10))
+    (root / "mixtures.csv").write_text("index,a,b\n1,0.5,0.5\n2,0.2,0.8\n3,1.0,0.0\n")
+    (root / "losses.csv").write_text("index,loss_a\n1,3.0\n2,3.1\n4,2.9\n")
+
+    common = _common(text_folders, root / "cache")
+    result = _mixbench(["benchmark", *common, "experiment.methods=[stratified]"], root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root, common, _data(text_folders, root / "cache")
+
+
+CASES = {
+    "mixture-sum": (["run", "method=fixed", "method.mixture=[0.5,0.5,0.5]"], "sums to 1.5"),
+    "mixture-length": (["run", "method=fixed", "method.mixture=[0.5,0.5]"], "has 2 weights but there are 3 domains"),
+    "mixture-negative": (["run", "method=fixed", "method.mixture=[1.5,-0.5,0]"], "negative weights"),
+    "mixture-nan": (["run", "method=fixed", "method.mixture=[nan,0.5,0.5]"], "NaN"),
+    "mixture-unknown-domain": (["run", "method=fixed", "+method.mixture.poetry=1.0"], "unknown domain(s) poetry"),
+    "method-unknown": (["run", "method=stratifed"], "Could not find 'method/stratifed'"),
+    "method-setting-unknown": (["run", "+method.eta=1.0"], "does not take the setting(s) eta"),
+    "model-family": (["run", "model.family=gpt3"], "unknown model family 'gpt3'"),
+    "model-heads": (["run", "model.n_head=3"], "not divisible by model.n_head=3"),
+    "warmup": (["run", "train.warmup_steps=50"], "train.warmup_steps=50 is not below train.steps=12"),
+    "accumulation": (["run", "train.batch_size=6", "train.grad_accumulation=4"], "not divisible by train.grad_accumulation=4"),
+    "learning-rate": (["run", "train.lr=-1"], "train.lr=-1"),
+    "sampling": (["run", "train.sampling=uniform"], "train.sampling='uniform' is unknown"),
+    "results-dir": (["run", "results_dir=/proc/mixbench-results"], "results_dir"),
+    "aioli-budget": (["run", "method=aioli", "method.update_steps=4", "method.lp_rounds=2", "method.lp_steps=4"], "more than the round of update_steps=4"),
+    "skills-graph": (["run", "method=skill_it", "method.graph=[[1,0],[0,1]]"], "graph"),
+    "plugin": (["run", "plugins=[no_such_module]"], "plugin module 'no_such_module' could not be imported"),
+    "builtin-domain": (["prepare", "data=default", "data.domains=[python,wikipedia]"], "wikipedia"),
+    "tokenizer-kind": (["prepare", "data.tokenizer.kind=wordpiece"], "wordpiece"),
+    "tokenizer-folder": (["prepare", "data.tokenizer.kind=hf", "data.tokenizer.path=/no/such/tokenizer"], "/no/such/tokenizer"),
+    "data-folder": (["prepare", "data.path=/no/such/folder"], "/no/such/folder"),
+    "empty-domain": (["prepare", "data.path={root}/bad_domains"], "empty"),
+    "file-type": (["prepare", "data.path={root}/odd_domains"], "report.docx"),
+    "jsonl-field": (["prepare", "data.path={root}/jsonl_domains"], "text"),
+    "tiny-domain": (["run", "data.path={root}/tiny_domains"], "small"),
+    "table-unknown": (["table", "experiment.name=missing"], "no method results"),
+    "laws-rows": (["laws", "train.mixtures={root}/mixtures.csv", "train.losses={root}/losses.csv"], "indices 3 are in mixtures.csv but missing from losses.csv"),
+    "laws-file": (["laws", "train.mixtures={root}/absent.csv", "train.losses={root}/losses.csv"], "absent.csv"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_rejected(workspace, case):
+    root, common, data = workspace
+    arguments, message = CASES[case]
+    command, *overrides = [argument.replace("{root}", str(root)) for argument in arguments]
+    if command == "run":
+        overrides = [*common, *overrides]
+    if command == "prepare":
+        overrides = [*data, *overrides]
+    before = _digest(root / "results")
+
+    result = _mixbench([command, *overrides], root)
+
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "val loss" not in result.stderr, "training started before the input was checked"
+    assert _digest(root / "results") == before
