@@ -143,3 +143,13 @@ def test_training_past_the_budget_is_rejected(small_corpus):
     backend = make_backend(small_corpus)
     with pytest.raises(ConfigError, match="would pass the budget of 12 steps"):
         backend.train(13, np.full(3, 1 / 3))
+
+
+def test_llama_family_trains(small_corpus):
+    llama = dict(TINY_MODEL, family="llama", n_kv_head=1)
+    backend = HarnessBackend(small_corpus, small_corpus.domains, llama, dict(TINY_TRAIN), seed=0)
+    before = backend.evaluate("val")
+    backend.train(6, np.full(3, 1 / 3))
+    after = backend.evaluate("val")
+    assert type(backend.model).__name__ == "LlamaForCausalLM"
+    assert np.all(after < before)
