@@ -1,7 +1,7 @@
-"""What each `mixbench` command does, as plain functions of a config.
+"""The `mixbench` commands as plain functions of a config.
 
-The command line calls these through Hydra; a notebook can call them with a config built by
-`mixbench.api.load_config` (or any mapping with the same keys).
+The command line calls them through Hydra. A notebook can call them with a config composed from
+conf/ by `hydra.compose` (inside `hydra.initialize_config_dir`), for example `run(cfg)`.
 """
 
 import importlib
@@ -112,15 +112,15 @@ def run(cfg):
 
 def benchmark_methods(experiment) -> list[str]:
     """Resolve the experiment's method list: a list of names, or "all" registered methods."""
-    wanted = experiment.methods
+    requested = experiment.methods
     overrides = _plain(experiment.get("method_overrides") or {})
     exclude = set(experiment.get("exclude") or [])
-    if isinstance(wanted, str):
-        if wanted != "all":
-            raise ConfigError(f"experiment.methods={wanted!r} is invalid; give a list of method names or 'all'.")
+    if isinstance(requested, str):
+        if requested != "all":
+            raise ConfigError(f"experiment.methods={requested!r} is invalid; give a list of method names or 'all'.")
         names = [name for name in available_methods() if not get_method_class(name).needs_configuration or name in overrides]
     else:
-        names = list(wanted)
+        names = list(requested)
         for name in names:
             get_method_class(name)
     return [name for name in names if name not in exclude]
