@@ -89,12 +89,14 @@ class SkillIt(OnlineMethod):
         return []
 
     def fit(self, observations: list[Observation], context: MethodContext) -> "SkillIt":
-        evaluations = [o.losses for o in observations if o.role == "validation"]
         for observation in observations:
             if observation.role == "exploration":
                 if self.graph_ is None:
                     self.graph_ = relative_loss_drop(observation.before, self.single_domain_losses_)
-                evaluations.append(observation.losses)
+                self.baseline_losses_ = observation.losses
+        # The untrained model's evaluation comes first, so a round that starts before the run's
+        # first periodic validation still has losses to sum.
+        evaluations = [self.baseline_losses_] + [o.losses for o in observations if o.role == "validation"]
         if self.graph_ is None:
             raise ConfigError("skill_it has neither a configured graph nor single-domain runs; run it through run_method.")
         recent = np.array(evaluations[-self.window :])

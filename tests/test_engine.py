@@ -53,3 +53,12 @@ def test_retrain_uses_step_averaged_proxy_mixture(switching_proxy, tmp_path):
     np.testing.assert_allclose(proxy["mean_mixture"], [0.25, 0.75, 0.0])
     np.testing.assert_allclose(result.final["final_mixture"], [0.25, 0.75, 0.0])
     assert result.final["role"] == "final"
+
+
+def test_skill_it_rounds_shorter_than_validation_interval(tmp_path):
+    # Rounds of 4 steps with validation every 12: later rounds start before any periodic validation.
+    setting = SimSetting(dict(SIM, eval_every=12))
+    config = {"name": "skill_it", "update_steps": 4, "graph_steps_fraction": 0.5}
+    result = run_method(config, setting, RunStore(tmp_path), seed=0)
+    assert result.final["status"] == "complete"
+    assert len([entry for entry in result.final["rounds"] if entry["A"] is not None]) >= 2
