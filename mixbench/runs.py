@@ -113,6 +113,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file readable by its owner only; records are shared results.
+        os.chmod(temporary, 0o644)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
             handle.flush()
