@@ -17,9 +17,6 @@ The stratified run's own evaluation overhead (evaluation over training time) is 
 """
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -63,23 +60,15 @@ def figures_of(result, steps: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
-    from omegaconf import OmegaConf
 
     torch.set_num_threads(args.threads)
+    from common import default_setting, machine, report
+
     from mixbench.commands import method_config
-    from mixbench.data import prepare_corpus
     from mixbench.engine import run_method
     from mixbench.runs import RunStore
-    from mixbench.setting import CorpusSetting
 
-    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
-    data = OmegaConf.to_container(OmegaConf.load(os.path.join(conf, "data", "default.yaml")))
-    data["cache_dir"] = os.path.abspath(args.cache)
-    corpus = prepare_corpus(data)
-    model = OmegaConf.to_container(OmegaConf.load(os.path.join(conf, "model", "tiny.yaml")))
-    train = OmegaConf.to_container(OmegaConf.load(os.path.join(conf, "train", "cpu.yaml")))
-    train.update(steps=args.steps, threads=args.threads, checkpoint_every=0)
-    setting = CorpusSetting("bench", corpus, corpus.domains[: args.domains], model, train)
+    setting = default_setting(args.cache, args.domains, args.steps, args.threads)
 
     methods = args.methods.split(",")
     ratios = {name: {"train_time_per_token": [], "step_time": [], "extra_run_time": [], "eval_time": []} for name in methods}
@@ -97,19 +86,15 @@ def main(argv=None) -> int:
             ratios[name]["eval_time"].append(figures["eval"] / baseline["train"])
             print(f"repeat {repeat} {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
-    result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads},
+    report({
+        "machine": machine(args.threads),
         "domains": args.domains,
         "steps": args.steps,
         "repeats": args.repeats,
         "stratified_eval_over_train": statistics.median(eval_overhead),
         "ratios_to_stratified": {name: {key: statistics.median(values) for key, values in table.items()} for name, table in ratios.items()},
         "date": time.strftime("%Y-%m-%d"),
-    }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(result, handle, indent=1)
+    }, args.out)
     return 0
 
 

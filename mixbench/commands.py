@@ -5,19 +5,18 @@ conf/ by `hydra.compose` (inside `hydra.initialize_config_dir`), for example `ru
 """
 
 import importlib
-import json
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mixbench.engine import run_method, save_method_result
-from mixbench.errors import ConfigError
+from mixbench.engine import failed_method_result, run_method, save_method_result, setting_identity, setting_label
+from mixbench.errors import ConfigError, RunFailedError
 from mixbench.method import available_methods, build_method, get_method_class
-from mixbench.report import HEADLINE, SIM_HEADLINE, load_results, summarize, summarize_sim, to_markdown, write_tables
+from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, render_markdown, write_tables
 from mixbench.runs import RunStore, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
+from mixbench.threads import set_torch_threads
 
 log = logging.getLogger("mixbench")
 
@@ -40,12 +39,12 @@ def load_plugins(cfg) -> None:
             ) from None
 
 
-def _set_threads(train: dict) -> None:
-    threads = int(train.get("threads", 0) or 0)
-    if threads < 0:
-        raise ConfigError(f"train.threads={threads} is invalid; use a positive thread count (or 0 for torch's default).")
-    if threads:
-        torch.set_num_threads(threads)
+def _set_threads(train) -> None:
+    """Set torch's CPU threads from `train.threads` (divided among parallel sweep members) and record the count.
+
+    The count used replaces `train.threads` in the config, so that run specs record it.
+    """
+    set_torch_threads(train)
 
 
 def prepare(cfg):
@@ -83,8 +82,7 @@ def method_config(name: str, overrides: dict | None = None) -> dict:
 
 def run(cfg):
     """Run one method end to end and save its result under results_dir/<experiment.name>."""
-    train = _plain(cfg.train)
-    _set_threads(train)
+    _set_threads(cfg.train)
     load_plugins(cfg)
     store = RunStore(cfg.results_dir)
     config = _plain(cfg.method)
@@ -128,8 +126,7 @@ def benchmark_methods(experiment) -> list[str]:
 
 def benchmark(cfg):
     """Run every method of the experiment at every seed, then write and print the table."""
-    train = _plain(cfg.train)
-    _set_threads(train)
+    _set_threads(cfg.train)
     load_plugins(cfg)
     store = RunStore(cfg.results_dir)
     experiment = cfg.experiment
@@ -150,24 +147,42 @@ def benchmark(cfg):
         setting = _setting(cfg, prepare(cfg))
     else:
         raise ConfigError(f"experiment.setting={setting_name!r} is unknown; use 'corpus' or 'sim'.")
-    names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str))
+    skipped = {}
+    names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str), skipped=skipped)
 
     directory = Path(cfg.results_dir) / experiment.name
     if setting.is_main_process():
-        write_json_atomic(directory / "experiment.json", {"name": experiment.name, "setting": setting_name, "methods": names, "seeds": seeds})
+        _write_experiment(directory, experiment.name, setting_name, names, seeds, setting_label(setting_identity(setting)), skipped)
     log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
+    failures = []
     for seed in seeds:
         for name in names:
-            result = run_method(configs[name], setting, store, seed)
+            try:
+                result = run_method(configs[name], setting, store, seed)
+            except Exception as error:
+                # One method's crash must not cost the other methods' results: record it and go on.
+                log.exception("method %s seed %d failed; continuing with the other methods", name, seed)
+                result = failed_method_result(configs[name], setting, seed, error)
+            if result.final.get("status") != "complete":
+                failures.append(f"{name} (seed {seed})")
             if setting.is_main_process():
                 save_method_result(result, directory)
     if not setting.is_main_process():
         return None
-    return table_for(directory, store)
+    rows = table_for(directory, store)
+    if failures:
+        raise RunFailedError(
+            f"{len(failures)} method run(s) failed: {', '.join(failures)}. The table marks them failed; the error of "
+            f"each is in its file under {directory}/methods and in its run record."
+        )
+    return rows
 
 
-def _applicable(names, configs, setting, seed, every: bool) -> list[str]:
-    """Check each method's settings before training; with methods=all, skip those that cannot run here."""
+def _applicable(names, configs, setting, seed, every: bool, skipped: dict | None = None) -> list[str]:
+    """Check each method's settings before training; with methods=all, skip those that cannot run here.
+
+    The reason for each skipped method goes into `skipped`, keyed by method name.
+    """
     kept = []
     for name in names:
         try:
@@ -176,32 +191,49 @@ def _applicable(names, configs, setting, seed, every: bool) -> list[str]:
             if not every:
                 raise
             log.info("skipping method %s in this setting: %s", name, error)
+            if skipped is not None:
+                skipped[name] = str(error)
             continue
         kept.append(name)
     return kept
 
 
-def table_for(directory: Path, store: RunStore) -> list[dict]:
-    """Rebuild, write and print the table of the experiment in `directory`."""
+def _write_experiment(directory: Path, name: str, kind: str, methods: list[str], seeds: list[int], label: str, skipped: dict) -> None:
+    """Write experiment.json, merging with an earlier run of the experiment in another setting.
+
+    Methods and seeds are the union over settings. `skipped` maps each setting label to the methods
+    that could not run there and the reason, so that the table shows them as skipped, not missing.
+    """
+    path = directory / "experiment.json"
+    earlier = load_experiment(directory) or {}
+    merged_methods = list(dict.fromkeys([*(earlier.get("methods") or []), *methods, *skipped]))
+    merged_seeds = sorted(set(earlier.get("seeds") or []) | set(seeds))
+    by_setting = dict(earlier.get("skipped") or {})
+    by_setting[label] = skipped
+    write_json_atomic(path, {"name": name, "setting": kind, "methods": merged_methods, "seeds": merged_seeds, "skipped": by_setting})
+
+
+def table_for(directory: Path, store: RunStore, filters: Filters | None = None) -> list[dict]:
+    """Rebuild, write and print the table of the experiment in `directory`; return its rows."""
+    directory = Path(directory)
     results = load_results(directory)
-    settings = directory / "experiment.json"
-    simulated = settings.exists() and json.loads(settings.read_text()).get("setting") == "sim"
-    if simulated:
-        rows, headline = summarize_sim(results, store), SIM_HEADLINE
-    else:
-        rows, headline = summarize(results, store), HEADLINE
-    markdown, _ = write_tables(rows, directory, headline)
-    print(to_markdown(rows, headline))
-    log.info("wrote %s and %s", markdown, markdown.with_suffix(".csv"))
-    return rows
+    expected = load_experiment(directory)
+    kind = SIM if expected and expected.get("setting") == "sim" else CORPUS
+    table = build_table(results, store, kind, expected, filters)
+    title = f"Comparison table: {directory.name}"
+    paths = write_tables(table, directory, title)
+    print(render_markdown(table, title))
+    log.info("wrote %s", ", ".join(str(path) for path in paths))
+    return table.rows
 
 
 def table(cfg):
-    """Rebuild results_dir/<experiment>/table.md and table.csv from records only."""
+    """Rebuild results_dir/<experiment>/table.md, table.csv and table.tex from records only."""
     directory = Path(cfg.results_dir) / str(cfg.experiment.name)
-    return table_for(directory, RunStore(cfg.results_dir))
+    return table_for(directory, RunStore(cfg.results_dir), Filters.from_config(cfg.get("table")))
 
 
+from mixbench.figures import figures
 from mixbench.law_accuracy.command import laws
 
-TASKS = {"prepare": prepare, "run": run, "benchmark": benchmark, "table": table, "laws": laws}
+TASKS = {"prepare": prepare, "run": run, "benchmark": benchmark, "table": table, "laws": laws, "figures": figures}

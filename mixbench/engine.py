@@ -5,9 +5,12 @@ rounds of an online method, periodic validation, checkpoints, and the final test
 `run_method` executes a method's explore-fit-optimize cycle against the run store.
 """
 
+import hashlib
+import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import time
@@ -23,6 +26,7 @@ from mixbench.errors import RunFailedError
 from mixbench.method import MethodContext, MixingMethod, Observation, OnlineMethod, Probe, build_method
 from mixbench.runs import RunSpec, RunStore, write_json_atomic
 from mixbench.simplex import validate_mixture
+from mixbench.trackers import open_run_tracker, tracker_names
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +81,38 @@ def _save_checkpoint(directory: Path, backend, loop: LoopState, method: MixingMe
 
 
 def _load_checkpoint(directory: Path):
+    """Return (backend state, loop, method) of the run's last checkpoint, or None without one.
+
+    A kill inside `_save_checkpoint` can leave a half-written temporary folder, which is removed,
+    or only the previous checkpoint (between its two renames), which is used.
+    """
     import torch
 
+    for stale in directory.glob(".checkpoint-*"):
+        if stale.name != ".checkpoint-old":
+            shutil.rmtree(stale, ignore_errors=True)
     path = directory / "checkpoint" / "state.pt"
+    if not path.exists():
+        path = directory / ".checkpoint-old" / "state.pt"
     if not path.exists():
         return None
     state = torch.load(path, weights_only=False)
     return state["backend"], state["loop"], pickle.loads(state["method"])
+
+
+class RoundObserver(Protocol):
+    """Called by `execute_run` right after a round entry (the method's A estimate) is recorded.
+
+    `mixture_before` is the mixture in force when the estimate was made; `loop.mixture` is the
+    one the run goes on with. The observer must not change the backend, loop or method.
+    """
+
+    def __call__(self, backend, loop: LoopState, method: OnlineMethod, mixture_before: np.ndarray) -> None: ...
+
+
+def _observe(observer: RoundObserver | None, recorded: int, backend, loop: LoopState, method, before: np.ndarray) -> None:
+    if observer is not None and method is not None and len(loop.rounds) > recorded:
+        observer(backend, loop, method, before)
 
 
 def _next_stop(step: int, total: int, *intervals: int) -> int:
@@ -98,12 +127,16 @@ def execute_run(
     method: OnlineMethod | None = None,
     context: MethodContext | None = None,
     reference: tuple[RunSpec, Path] | None = None,
+    on_round: RoundObserver | None = None,
 ) -> dict:
     """Train the run described by `spec` to the end, resuming from its checkpoint, and return its record.
 
     `reference` is the spec and folder of a finished run whose model becomes the backend's
-    reference model (DoReMi's excess loss is measured against it).
+    reference model (DoReMi's excess loss is measured against it). `on_round` is called each
+    time the method's A estimate is recorded (see `RoundObserver`); branch sweeps use it to
+    save the run's state at chosen rounds.
     """
+    tracking = bool(tracker_names(spec.train))  # a missing tracker package fails before the model is built
     backend = setting.make_backend(spec)
     if reference is not None:
         setting.attach_reference(backend, spec, *reference)
@@ -125,30 +158,42 @@ def execute_run(
         log.info("run %s: resuming from step %d", spec.id, backend.step)
 
     progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}", disable=not main, leave=False)
+    tracker = open_run_tracker(spec, run_dir, setting.domains) if main else None
+    # Trackers log every step, so each `train` call takes one step; chunking changes no result.
+    chunk = 1 if tracking else PROGRESS_CHUNK
     try:
         while backend.step < backend.total_steps:
             before = backend.step
 
             # An online method explores, fits and picks a new mixture at each round boundary.
             if method is not None and backend.step % round_steps == 0:
+                previous, recorded = loop.mixture, len(loop.rounds)
                 loop.mixture = _online_round(method, context, backend, loop)
+                _observe(on_round, recorded, backend, loop, method, previous)
 
             # Train up to the next evaluation, checkpoint or round boundary.
             stop = _next_stop(backend.step, backend.total_steps, eval_every, checkpoint_every, round_steps)
-            stop = min(stop, backend.step + PROGRESS_CHUNK)
+            stop = min(stop, backend.step + chunk)
             hook = method.step_hook(context) if method is not None else None
             by_weights = method.by_loss_weights if method is not None else False
             result = backend.train(stop - backend.step, loop.mixture, by_loss_weights=by_weights, hook=hook)
             if result.mixtures:
                 loop.mixture = result.mixtures[-1]
-                step_sum = np.sum(result.mixtures, axis=0)
-                loop.mixture_sum = step_sum if loop.mixture_sum is None else loop.mixture_sum + step_sum
+                # Added one step at a time, so that the sum does not depend on how steps are chunked.
+                for mixture in result.mixtures:
+                    loop.mixture_sum = np.array(mixture, dtype=float) if loop.mixture_sum is None else loop.mixture_sum + mixture
                 loop.mixture_steps += len(result.mixtures)
             progress.update(backend.step - before)
+            if tracker is not None and result.mixtures:
+                tracker.log_step(backend.step, result.tokens, result.train_loss, result.mixtures[-1])
 
             # Periodic validation: one log line with the step, per-domain losses and the mixture.
             if backend.step == backend.total_steps or (eval_every and backend.step % eval_every == 0):
+                recorded = len(loop.rounds)
                 _record_evaluation(backend, loop, setting, main, method)
+                if tracker is not None:
+                    tracker.log_validation(backend.step, loop.metrics[-1]["losses"])
+                _observe(on_round, recorded, backend, loop, method, loop.mixture)
 
             if checkpoint_every and backend.step % checkpoint_every == 0 and backend.step < backend.total_steps:
                 if main:
@@ -156,6 +201,9 @@ def execute_run(
     except RunFailedError as error:
         progress.close()
         return {"status": "failed", "error": str(error), "step": backend.step, "metrics": loop.metrics, "role": spec.role}
+    finally:
+        if tracker is not None:
+            tracker.finish()
     progress.close()
 
     test_losses = backend.evaluate("test")
@@ -176,6 +224,10 @@ def execute_run(
         "method_state": _jsonable_state(method) if method is not None else None,
     }
     record.update(setting.final_metrics(backend, test_losses))
+    if method is None:
+        # The simulator's true A is compared only with a method's own estimates. A run on a fixed
+        # mixture has none, so dropping it keeps the many probe records small.
+        record.pop("true_A", None)
     return record
 
 
@@ -243,9 +295,11 @@ class MethodResult:
     extra: list[dict]
     fitted: dict
     wall_time_s: float
+    # The setting it ran in ({"name", "fingerprint"}, see `setting_identity`); None in older results.
+    setting: dict | None = None
 
     def to_dict(self) -> dict:
-        return {
+        record = {
             "method": self.method,
             "params": self.params,
             "seed": self.seed,
@@ -255,6 +309,39 @@ class MethodResult:
             "status": self.final.get("status"),
             "wall_time_s": self.wall_time_s,
         }
+        if self.final.get("id") is None:
+            # The method raised before its final run existed, so the error is kept here for the table.
+            record["error"] = self.final.get("error")
+        if self.setting is not None:
+            record["setting"] = self.setting
+        return record
+
+
+def failed_method_result(method_config: dict[str, Any], setting: Setting, seed: int, error: BaseException) -> MethodResult:
+    """Return the result of a method that raised before it had a final run, marked failed."""
+    name = str(method_config.get("name"))
+    params = {key: value for key, value in method_config.items() if key != "name"}
+    final = {"id": None, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+    return MethodResult(name, params, seed, final, [], {}, 0.0, setting=setting_identity(setting))
+
+
+def setting_identity(setting: Setting) -> dict:
+    """Return the name and fingerprint of a setting, so that tables compare methods only within one setting.
+
+    The fingerprint hashes the data of a run at seed 0 (the corpus fingerprint, tokenizer and
+    domains, or the simulated world), so the same data config name over another corpus is another
+    setting. Model and training settings are left out: results of a rerun with other ones replace
+    the earlier results of the same data.
+    """
+    encoded = json.dumps(setting.spec(0).hashed_content()["data"], sort_keys=True, separators=(",", ":"))
+    return {"name": str(setting.name), "fingerprint": hashlib.sha256(encoded.encode()).hexdigest()[:16]}
+
+
+def setting_label(identity: dict | None) -> str:
+    """Return the short label of a setting identity (`default-1a2b3c4d`); `unnamed` for older results."""
+    if not identity:
+        return "unnamed"
+    return f"{identity['name']}-{str(identity['fingerprint'])[:8]}"
 
 
 def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore, seed: int) -> MethodResult:
@@ -296,6 +383,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         extra=extra,
         fitted=_jsonable_state(method),
         wall_time_s=time.perf_counter() - started,
+        setting=setting_identity(setting),
     )
 
 
@@ -320,7 +408,9 @@ def _train_probes(probes, method_name, setting, store, seed, train, extra, main)
     for probe in probes:
         spec = setting.spec(seed, probe=probe, role=probe.role)
         record, _ = store.get_or_run(spec, train, main=main)
-        extra.append(record)
+        # The stored record keeps the role of whoever trained it first (the stratified run is also
+        # DoReMi's reference), so the role of this use is set here.
+        extra.append({**record, "role": probe.role})
         if record.get("status") != "complete":
             raise RunFailedError(f"{probe.role} run {spec.id} of method {method_name!r} failed: {record.get('error')}")
         observations.append(
@@ -331,7 +421,27 @@ def _train_probes(probes, method_name, setting, store, seed, train, extra, main)
 
 
 def save_method_result(result: MethodResult, directory: Path) -> Path:
-    """Write a method result next to the experiment's table, atomically."""
-    path = Path(directory) / "methods" / f"{result.method}-seed{result.seed}.json"
+    """Write a method result next to the experiment's table, atomically, and return its path.
+
+    The file is `<method>-seed<k>.json`. When that file contains the result of another setting (the
+    same experiment run again with data=three, say), the new result goes to
+    `<method>-seed<k>-<setting label>.json`, so results of several settings sit side by side.
+    """
+    methods = Path(directory) / "methods"
+    path = methods / f"{result.method}-seed{result.seed}.json"
+    if result.setting is not None:
+        label = re.sub(r"[^A-Za-z0-9_.-]", "_", setting_label(result.setting))
+        qualified = methods / f"{result.method}-seed{result.seed}-{label}.json"
+        # Once a setting has its own file it keeps it, so no setting is ever stored twice.
+        if qualified.exists() or _stored_setting(path) not in (None, result.setting):
+            path = qualified
     write_json_atomic(path, result.to_dict())
     return path
+
+
+def _stored_setting(path: Path) -> dict | None:
+    """Return the setting of the method result stored at `path`; None when absent, unreadable or older."""
+    try:
+        return json.loads(path.read_text()).get("setting")
+    except (OSError, ValueError):
+        return None

@@ -1,180 +1,222 @@
-"""Comparison tables, rebuilt from method results and run records only."""
+"""Comparison tables, rebuilt from method results and run records only.
+
+A table has one row per method and setting. A setting is the data, model and training settings a
+method ran in (`setting` in a method result). Rows compare each method with stratified sampling,
+seed by seed within a setting. The win/loss summary counts the settings in which each method beats
+stratified. `write_tables` renders the same table as markdown, CSV and LaTeX, with no timestamps and
+fixed sorting and number formats, so the same records always give byte-identical files.
+"""
 
 import csv
 import io
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mixbench.errors import ConfigError
-from mixbench.runs import RunStore
+from mixbench.engine import setting_label
+from mixbench.errors import ConfigError, unknown_name_error
+from mixbench.runs import RunStore, write_text_atomic
 
 BASELINE = "stratified"
+# Extra-run roles that always get a token column, so tables of different experiments line up.
+ROLES = ("probe", "reference", "proxy", "single_domain")
+# Two-sided 95% quantiles of Student's t by degrees of freedom, used when scipy is missing. Between
+# two entries the lower degrees of freedom is used, which widens the interval slightly.
+T_TABLE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+               12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and filtering
 
 
 def load_results(experiment_dir: Path) -> list[dict]:
-    """Read every method result of an experiment, sorted by method and seed."""
+    """Read every method result of an experiment, sorted by method, setting and seed."""
     paths = sorted((Path(experiment_dir) / "methods").glob("*.json"))
     if not paths:
+        listed = (load_experiment(experiment_dir) or {}).get("methods")
+        hint = f" experiment.json lists {', '.join(listed)}, but none has a result yet." if listed else ""
         raise ConfigError(
-            f"no method results under {experiment_dir}/methods; run `mixbench benchmark` for this experiment first."
+            f"no method results under {experiment_dir}/methods.{hint} Run `mixbench benchmark` for this experiment first."
         )
-    results = [json.loads(path.read_text()) for path in paths]
-    return sorted(results, key=lambda result: (result["method"], result["seed"]))
+    results, origins = [], {}
+    for path in paths:
+        try:
+            result = json.loads(path.read_text())
+        except ValueError as error:
+            raise ConfigError(f"method result {path} is not valid JSON ({error}); delete it and run the method again.") from None
+        key = (result["method"], setting_label(result.get("setting")), int(result["seed"]))
+        if key in origins:
+            raise ConfigError(
+                f"{origins[key].name} and {path.name} under {path.parent} are both {key[0]} at seed {key[2]} in setting "
+                f"{key[1]}; delete the outdated one."
+            )
+        origins[key] = path
+        results.append(result)
+    return sorted(results, key=lambda result: (result["method"], setting_label(result.get("setting")), result["seed"]))
 
 
-def _compute_of(record: dict) -> dict:
-    compute = record.get("compute") or {}
-    return {key: float(compute.get(key, 0.0) or 0.0) for key in ("train_tokens", "exploration_tokens", "eval_tokens", "wall_time_s")}
+def load_experiment(experiment_dir: Path) -> dict | None:
+    """Return the experiment's `experiment.json` (methods, seeds, setting kind), or None without one."""
+    path = Path(experiment_dir) / "experiment.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
-def summarize(results: list[dict], store: RunStore) -> list[dict]:
-    """Return one table row per method: test perplexity over seeds, per-domain columns, compute."""
-    by_method: dict[str, list[dict]] = {}
-    for result in results:
-        by_method.setdefault(result["method"], []).append(result)
+@dataclass(frozen=True)
+class Filters:
+    """Which methods, settings and seeds a table keeps; None keeps all.
 
-    rows = []
-    for method, members in by_method.items():
-        finals = [store.record(member["final_run"]) for member in members]
-        complete = [(member, final) for member, final in zip(members, finals) if final and final.get("status") == "complete"]
-        row = {"method": method, "seeds": len(members), "failed": len(members) - len(complete)}
-        if complete:
-            row.update(_quality_columns([final for _, final in complete]))
-        row.update(_compute_columns(members, store))
-        rows.append(row)
+    A setting is named by its data config name (`default`) or its full label (`default-1a2b3c4d`).
+    Stratified stays the baseline of every comparison even when `methods` leaves it out.
+    """
 
-    baseline = next((row for row in rows if row["method"] == BASELINE and "avg_test_ppl" in row), None)
-    for row in rows:
-        if baseline is not None and "avg_test_ppl" in row:
-            row["delta_vs_stratified"] = row["avg_test_ppl"] - baseline["avg_test_ppl"]
-    return rows
+    methods: tuple[str, ...] | None = None
+    settings: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_config(cls, node) -> "Filters":
+        """Build filters from the `table` config block (a dict or DictConfig); None gives no filter."""
+        if node is None:
+            return cls()
+        values = dict(node.items())
+        unknown = sorted(set(values) - {"methods", "settings", "seeds"})
+        if unknown:
+            raise ConfigError(f"table.{unknown[0]} is not a table setting; use table.methods, table.settings or table.seeds.")
+        return cls(
+            methods=_names("methods", values.get("methods")),
+            settings=_names("settings", values.get("settings")),
+            seeds=_seeds(values.get("seeds")),
+        )
+
+    def describe(self) -> str:
+        parts = [f"{key}=[{', '.join(str(v) for v in value)}]" for key, value in
+                 (("methods", self.methods), ("settings", self.settings), ("seeds", self.seeds)) if value is not None]
+        return "; ".join(parts)
 
 
-def _quality_columns(finals: list[dict]) -> dict:
+def _as_list(key: str, value) -> list | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, int)) else list(value)
+    if not items:
+        raise ConfigError(f"table.{key}=[] selects nothing; list at least one value, or use table.{key}=null to keep all.")
+    return items
+
+
+def _names(key: str, value) -> tuple[str, ...] | None:
+    items = _as_list(key, value)
+    return None if items is None else tuple(dict.fromkeys(str(item) for item in items))
+
+
+def _seeds(value) -> tuple[int, ...] | None:
+    items = _as_list("seeds", value)
+    if items is None:
+        return None
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ConfigError(f"table.seeds contains {item!r}; seeds are whole numbers, for example table.seeds=[0,1].")
+    return tuple(sorted(set(items)))
+
+
+def apply_filters(results: list[dict], filters: Filters, expected_methods=()) -> tuple[list[dict], list[str]]:
+    """Keep the results of the filtered settings and seeds; return them and the methods to list.
+
+    Results of other methods stay, because stratified is the baseline even when it is not listed.
+    Raises ConfigError for a method, setting or seed that the experiment does not have.
+    """
+    known_methods = sorted({result["method"] for result in results} | set(expected_methods))
+    for name in filters.methods or ():
+        if name not in known_methods:
+            raise unknown_name_error("method", name, known_methods, fix="table.methods may only name methods of this experiment.")
+    if filters.settings is not None:
+        labels = {setting_label(result.get("setting")) for result in results}
+        names = {_setting_name(result) for result in results}
+        for name in filters.settings:
+            if name not in labels | names:
+                raise unknown_name_error("setting", name, labels | names, fix="table.settings takes a data config name or a full setting label.")
+        chosen = set(filters.settings)
+        results = [r for r in results if setting_label(r.get("setting")) in chosen or _setting_name(r) in chosen]
+    if filters.seeds is not None:
+        known_seeds = sorted({int(result["seed"]) for result in results})
+        for seed in filters.seeds:
+            if seed not in known_seeds:
+                raise ConfigError(f"table.seeds contains seed {seed}, which has no result here; known seeds: {known_seeds}.")
+    listed = list(filters.methods) if filters.methods is not None else known_methods
+    return results, sorted(listed)
+
+
+def _setting_name(result: dict) -> str:
+    return (result.get("setting") or {}).get("name", "unnamed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-seed statistics
+
+
+def t_quantile_975(degrees: int) -> float:
+    """Return the 97.5% quantile of Student's t with `degrees` degrees of freedom (scipy if installed)."""
+    try:
+        from scipy.stats import t
+    except ImportError:
+        if degrees > max(T_TABLE_975):
+            return 1.960
+        return T_TABLE_975[max(key for key in T_TABLE_975 if key <= degrees)]
+    return float(t.ppf(0.975, degrees))
+
+
+def paired_difference(values: dict[int, float], baseline: dict[int, float]) -> dict:
+    """Mean and 95% t-interval of the per-seed difference `values - baseline`, over shared seeds.
+
+    With one shared seed the interval is undefined and left out; with none, so is the mean.
+    """
+    shared = sorted(set(values) & set(baseline))
+    if not shared:
+        return {}
+    differences = np.array([values[seed] - baseline[seed] for seed in shared])
+    columns = {"delta_vs_stratified": float(differences.mean()), "paired_seeds": len(shared)}
+    if len(shared) > 1:
+        half_width = t_quantile_975(len(shared) - 1) * float(differences.std(ddof=1)) / math.sqrt(len(shared))
+        columns["delta_ci95_low"] = columns["delta_vs_stratified"] - half_width
+        columns["delta_ci95_high"] = columns["delta_vs_stratified"] + half_width
+    return columns
+
+
+def _mean_std(mean: str, std: str, values) -> dict:
+    """Return the mean and the standard deviation (n - 1) of `values`, leaving the latter out for one value."""
+    values = np.asarray(values, dtype=float)
+    columns = {mean: float(values.mean())}
+    if len(values) > 1:
+        columns[std] = float(values.std(ddof=1))
+    return columns
+
+
+def _corpus_quality(pairs: list[tuple[dict, dict]], store: RunStore) -> dict:
+    finals = [final for _, final in pairs]
     domains = finals[0]["domains"]
-    perplexity = np.array([final["test_perplexity"] for final in finals])
+    perplexity = np.array([final["test_perplexity"] for final in finals], dtype=float)
     bits = np.array([final.get("test_bits_per_byte") or [math.nan] * len(domains) for final in finals], dtype=float)
-    averages = perplexity.mean(axis=1)
-    columns = {
-        "avg_test_ppl": float(averages.mean()),
-        "std_test_ppl": float(averages.std(ddof=1)) if len(averages) > 1 else math.nan,
-        "avg_test_bpb": float(np.nanmean(bits)) if np.isfinite(bits).any() else math.nan,
-    }
+    columns = _mean_std("avg_test_ppl", "std_test_ppl", perplexity.mean(axis=1))
+    if np.isfinite(bits).any():
+        columns["avg_test_bpb"] = float(np.nanmean(bits))
     for index, domain in enumerate(domains):
         columns[f"ppl_{domain}"] = float(perplexity[:, index].mean())
-        columns[f"bpb_{domain}"] = float(bits[:, index].mean())
+        if np.isfinite(bits[:, index]).all():
+            columns[f"bpb_{domain}"] = float(bits[:, index].mean())
     return columns
 
 
-def _compute_columns(members: list[dict], store: RunStore) -> dict:
-    """Sum compute over the final run and every extra run, averaged over seeds.
-
-    Extra-run tokens are also split by role (probe, reference, proxy, single_domain), so a
-    table shows what each method spent its compute on.
-    """
-    totals: dict[str, list[float]] = {"train_tokens": [], "extra_run_tokens": [], "exploration_tokens": [], "eval_tokens": [], "wall_time_s": []}
-    by_role: dict[str, list[float]] = {}
-    for member in members:
-        final = _compute_of(store.record(member["final_run"]) or {})
-        extra = [(run.get("role") or "extra", _compute_of(store.record(run["id"]) or {})) for run in member["extra_runs"]]
-        extra_tokens = sum(run["train_tokens"] + run["exploration_tokens"] for _, run in extra)
-        totals["train_tokens"].append(final["train_tokens"] + final["exploration_tokens"] + extra_tokens)
-        totals["extra_run_tokens"].append(extra_tokens)
-        totals["exploration_tokens"].append(final["exploration_tokens"] + sum(run["exploration_tokens"] for _, run in extra))
-        totals["eval_tokens"].append(final["eval_tokens"] + sum(run["eval_tokens"] for _, run in extra))
-        totals["wall_time_s"].append(final["wall_time_s"] + sum(run["wall_time_s"] for _, run in extra))
-        for role in {role for role, _ in extra}:
-            spent = sum(run["train_tokens"] + run["exploration_tokens"] for name, run in extra if name == role)
-            by_role.setdefault(role, []).append(spent)
-    columns = {f"total_{key}" if key != "wall_time_s" else key: float(np.mean(values)) for key, values in totals.items()}
-    for role, values in sorted(by_role.items()):
-        columns[f"{role}_run_tokens"] = float(np.sum(values) / len(members))
+def _sim_quality(pairs: list[tuple[dict, dict]], store: RunStore) -> dict:
+    columns = _mean_std("final_avg_loss", "std_final_avg_loss", [final["true_mean_loss"] for _, final in pairs])
+    columns.update(_mean_std("regret", "std_regret", [final["regret"] for _, final in pairs]))
+    scores = [score for score in (_a_sim_of(member, final, store) for member, final in pairs) if score is not None]
+    if scores:
+        columns["a_sim"] = float(np.mean(scores))
     return columns
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        if abs(value) >= 1e5:
-            return f"{value:.3g}"
-        return f"{value:.3f}"
-    return str(value)
-
-
-HEADLINE = ["method", "seeds", "failed", "avg_test_ppl", "std_test_ppl", "delta_vs_stratified", "avg_test_bpb", "total_train_tokens", "wall_time_s"]
-
-
-def to_markdown(rows: list[dict], headline: list[str] = HEADLINE) -> str:
-    """Render rows as a markdown table: headline columns first, then per-domain and compute columns."""
-    columns = _columns(rows, headline)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_format(row.get(column, "")) for column in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(rows: list[dict], headline: list[str] = HEADLINE) -> str:
-    columns = _columns(rows, headline)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({column: row.get(column, "") for column in columns})
-    return buffer.getvalue()
-
-
-def _columns(rows: list[dict], headline: list[str]) -> list[str]:
-    seen = [column for column in headline if any(column in row for row in rows)]
-    for row in rows:
-        seen += [column for column in row if column not in seen]
-    return seen
-
-
-def write_tables(rows: list[dict], directory: Path, headline: list[str] = HEADLINE) -> tuple[Path, Path]:
-    """Write `table.md` and `table.csv` into `directory` atomically."""
-    from mixbench.runs import write_text_atomic
-
-    directory.mkdir(parents=True, exist_ok=True)
-    markdown, comma_separated = directory / "table.md", directory / "table.csv"
-    write_text_atomic(markdown, to_markdown(rows, headline))
-    write_text_atomic(comma_separated, to_csv(rows, headline))
-    return markdown, comma_separated
-
-
-SIM_HEADLINE = ["method", "seeds", "failed", "final_avg_loss", "std_final_avg_loss", "regret", "std_regret", "a_sim", "total_train_tokens"]
-
-
-def summarize_sim(results: list[dict], store: RunStore) -> list[dict]:
-    """Return one row per method on the simulator: true final loss, regret and, where known, a_sim.
-
-    `regret` is (L_method - L_opt) / (L_stratified - L_opt) with noise-free losses and L_opt the
-    loss of the best static mixture: 0 is perfect, 1 is no better than stratified.
-    """
-    by_method: dict[str, list[dict]] = {}
-    for result in results:
-        by_method.setdefault(result["method"], []).append(result)
-
-    rows = []
-    for method, members in by_method.items():
-        finals = [store.record(member["final_run"]) for member in members]
-        complete = [final for final in finals if final and final.get("status") == "complete"]
-        row = {"method": method, "seeds": len(members), "failed": len(members) - len(complete)}
-        if complete:
-            losses = np.array([final["true_mean_loss"] for final in complete])
-            regrets = np.array([final["regret"] for final in complete])
-            row["final_avg_loss"] = float(losses.mean())
-            row["std_final_avg_loss"] = float(losses.std(ddof=1)) if len(losses) > 1 else math.nan
-            row["regret"] = float(regrets.mean())
-            row["std_regret"] = float(regrets.std(ddof=1)) if len(regrets) > 1 else math.nan
-            scores = [score for score in (_a_sim_of(member, final, store) for member, final in zip(members, finals)) if score is not None]
-            row["a_sim"] = float(np.mean(scores)) if scores else math.nan
-        row.update(_compute_columns(members, store))
-        rows.append({**{key: row.get(key, math.nan) for key in SIM_HEADLINE}, **row})
-    return rows
 
 
 def _a_sim_of(member: dict, final: dict | None, store: RunStore):
@@ -186,3 +228,403 @@ def _a_sim_of(member: dict, final: dict | None, store: RunStore):
             record = store.record(run["id"])
             return method_a_sim(record) if record else None
     return method_a_sim(final) if final else None
+
+
+def _compute_of(record: dict) -> dict:
+    compute = record.get("compute") or {}
+    return {key: float(compute.get(key, 0.0) or 0.0) for key in ("train_tokens", "exploration_tokens", "eval_tokens", "wall_time_s")}
+
+
+def _compute_columns(members: list[dict], store: RunStore) -> dict:
+    """Sum compute over the final run and every extra run, averaged over seeds.
+
+    Tokens are split by kind: the final run's training, exploration (inside any run), each
+    extra-run role (training and exploration of probe, reference, proxy and single-domain runs)
+    and evaluation. `total_train_tokens` is every token trained on, evaluation excluded.
+    """
+    per_seed: dict[str, list[float]] = {}
+    roles = sorted(set(ROLES) | {run.get("role") or "extra" for member in members for run in member["extra_runs"]})
+    for member in members:
+        final = _compute_of(store.record(member["final_run"]) or {})
+        extra = [(run.get("role") or "extra", _compute_of(store.record(run["id"]) or {})) for run in member["extra_runs"]]
+        extra_tokens = sum(run["train_tokens"] + run["exploration_tokens"] for _, run in extra)
+        spent = {
+            "total_train_tokens": final["train_tokens"] + final["exploration_tokens"] + extra_tokens,
+            "total_extra_run_tokens": extra_tokens,
+            "total_exploration_tokens": final["exploration_tokens"] + sum(run["exploration_tokens"] for _, run in extra),
+            "total_eval_tokens": final["eval_tokens"] + sum(run["eval_tokens"] for _, run in extra),
+            "wall_time_s": final["wall_time_s"] + sum(run["wall_time_s"] for _, run in extra),
+            "final_run_tokens": final["train_tokens"],
+        }
+        for role in roles:
+            spent[f"{role}_run_tokens"] = sum(run["train_tokens"] + run["exploration_tokens"] for name, run in extra if name == role)
+        for key, value in spent.items():
+            per_seed.setdefault(key, []).append(value)
+    return {key: float(np.mean(values)) for key, values in per_seed.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Table kinds and rows
+
+
+@dataclass(frozen=True)
+class TableKind:
+    """A table's headline columns, the per-seed value compared with stratified, and its quality and LaTeX columns."""
+
+    name: str
+    headline: tuple[str, ...]
+    metric_text: str
+    seed_value: Callable[[dict], float]
+    quality: Callable[[list[tuple[dict, dict]], RunStore], dict]
+    # LaTeX columns: (header, row -> cell text).
+    latex: tuple[tuple[str, Callable[[dict], str]], ...] = field(default=())
+
+
+PAIRED = ("delta_vs_stratified", "delta_ci95_low", "delta_ci95_high", "paired_seeds", "vs_stratified")
+HEADLINE = ("method", "seeds", "failed", "missing", "status", "setting", "avg_test_ppl", "std_test_ppl", *PAIRED,
+            "avg_test_bpb", "total_train_tokens", "wall_time_s")
+SIM_HEADLINE = ("method", "seeds", "failed", "missing", "status", "setting", "final_avg_loss", "std_final_avg_loss", *PAIRED,
+                "regret", "std_regret", "a_sim", "total_train_tokens")
+
+
+def _latex_value(key: str, spread: str | None = None, digits: int = 3, primary: bool = False) -> Callable[[dict], str]:
+    """Return a cell formatter for `key` (with `\\pm spread` when given); the primary column names a failed or missing row."""
+
+    def cell(row: dict) -> str:
+        if key not in row:
+            return row["status"] if primary and row["status"] in ("missing", "failed", "skipped") else "--"
+        text = f"{row[key]:.{digits}f}"
+        return f"${text} \\pm {row[spread]:.{digits}f}$" if spread and spread in row else f"${text}$"
+    return cell
+
+
+def _latex_interval(row: dict) -> str:
+    if "delta_ci95_low" not in row:
+        return "--"
+    return f"$[{row['delta_ci95_low']:.3f}, {row['delta_ci95_high']:.3f}]$"
+
+
+def _latex_tokens(row: dict) -> str:
+    return _count(row["total_train_tokens"]) if "total_train_tokens" in row else "--"
+
+
+CORPUS = TableKind(
+    name="corpus",
+    headline=HEADLINE,
+    metric_text="average test perplexity (the mean over domains of per-domain test perplexity)",
+    seed_value=lambda final: float(np.mean(final["test_perplexity"])),
+    quality=_corpus_quality,
+    latex=(("Test perplexity", _latex_value("avg_test_ppl", "std_test_ppl", primary=True)),
+           ("$\\Delta$ vs stratified", _latex_value("delta_vs_stratified")), ("95\\% CI", _latex_interval),
+           ("Bits per byte", _latex_value("avg_test_bpb")), ("Train tokens", _latex_tokens),
+           ("Wall time (s)", _latex_value("wall_time_s", digits=0))),
+)
+SIM = TableKind(
+    name="sim",
+    headline=SIM_HEADLINE,
+    metric_text="noise-free final average loss (the simulator's true mean loss over domains)",
+    seed_value=lambda final: float(final["true_mean_loss"]),
+    quality=_sim_quality,
+    latex=(("Final loss", _latex_value("final_avg_loss", "std_final_avg_loss", primary=True)),
+           ("$\\Delta$ vs stratified", _latex_value("delta_vs_stratified")), ("95\\% CI", _latex_interval),
+           ("Regret", _latex_value("regret", "std_regret")), ("$a_{\\mathrm{sim}}$", _latex_value("a_sim")),
+           ("Train tokens", _latex_tokens)),
+)
+
+
+@dataclass
+class Table:
+    """The rows of a comparison table, the win/loss summary, and what the table was built from."""
+
+    kind: TableKind
+    rows: list[dict]
+    win_loss: list[dict]
+    settings: list[str]
+    filters: Filters = field(default_factory=Filters)
+
+
+def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, expected: dict | None = None,
+                filters: Filters | None = None) -> Table:
+    """Summarize method results into rows (method x setting) and the win/loss summary.
+
+    `expected` is the experiment's `experiment.json`: its methods and seeds without a result
+    become `missing` rows and counts.
+    """
+    filters = filters or Filters()
+    expected = expected or {}
+    selected, listed = apply_filters(results, filters, expected.get("methods") or ())
+    by_setting: dict[str, dict[str, list[dict]]] = {}
+    for result in selected:
+        by_setting.setdefault(setting_label(result.get("setting")), {}).setdefault(result["method"], []).append(result)
+
+    rows = []
+    for label in sorted(by_setting):
+        members = {method: sorted(group, key=lambda r: r["seed"]) for method, group in by_setting[label].items()}
+        seen = {int(r["seed"]) for group in members.values() for r in group}
+        seeds = list(filters.seeds) if filters.seeds is not None else sorted(seen | set(expected.get("seeds") or ()))
+        members = {method: [r for r in group if int(r["seed"]) in seeds] for method, group in members.items()}
+        skipped = ((expected.get("skipped") or {}).get(label)) or {}
+        rows += _setting_rows(label, members, [method for method in listed if method not in skipped or method in members], seeds, kind, store)
+        rows += [_skipped_row(method, label, kind) for method in listed if method in skipped and method not in members]
+    return Table(kind, rows, win_loss(rows, listed), sorted(by_setting), filters)
+
+
+def _setting_rows(label: str, members: dict[str, list[dict]], listed: list[str], seeds: list[int], kind: TableKind,
+                  store: RunStore) -> list[dict]:
+    """Return the rows of one setting, each method compared seed by seed with stratified."""
+    values = {method: _seed_values(group, kind, store) for method, group in members.items()}
+    baseline = values.get(BASELINE, {})
+    rows = []
+    for method in listed:
+        group = members.get(method, [])
+        row = _row(method, label, group, seeds, kind, store)
+        if method != BASELINE and values.get(method) and baseline:
+            row.update(paired_difference(values[method], baseline))
+        if "delta_vs_stratified" in row:
+            row["vs_stratified"] = _verdict(row["delta_vs_stratified"])
+        rows.append(_ordered(row, kind))
+    return rows
+
+
+def _seed_values(group: list[dict], kind: TableKind, store: RunStore) -> dict[int, float]:
+    values = {}
+    for member in group:
+        final = store.record(member["final_run"])
+        if final and final.get("status") == "complete":
+            values[int(member["seed"])] = kind.seed_value(final)
+    return values
+
+
+def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: TableKind, store: RunStore) -> dict:
+    finals = [store.record(member["final_run"]) for member in group]
+    pairs = [(member, final) for member, final in zip(group, finals) if final and final.get("status") == "complete"]
+    missing = len(set(seeds) - {int(member["seed"]) for member in group})
+    failed = len(group) - len(pairs)
+    status = _status(group, pairs, failed, missing)
+    row = {"method": method, "seeds": len(group), "failed": failed, "missing": missing, "status": status, "setting": label}
+    if pairs:
+        row.update(kind.quality(pairs, store))
+    if group:
+        row.update(_compute_columns(group, store))
+    return row
+
+
+def _skipped_row(method: str, label: str, kind: TableKind) -> dict:
+    """Return the row of a method whose check ruled it out in this setting (grid at m > 3, say).
+
+    experiment.json keeps the reason.
+    """
+    row = {"method": method, "seeds": 0, "failed": 0, "missing": 0, "status": "skipped", "setting": label}
+    return _ordered(row, kind)
+
+
+def _verdict(delta: float) -> str:
+    if delta < 0:
+        return "win"
+    if delta > 0:
+        return "loss"
+    return "tie"
+
+
+def _status(group: list, pairs: list, failed: int, missing: int) -> str:
+    if not group:
+        return "missing"
+    if not pairs:
+        return "failed"
+    if failed or missing:
+        return "partial"
+    return "ok"
+
+
+def _ordered(row: dict, kind: TableKind) -> dict:
+    """Put headline columns first, so every format lists columns in one fixed order."""
+    return {**{key: row[key] for key in kind.headline if key in row}, **row}
+
+
+def win_loss(rows: list[dict], listed: list[str]) -> list[dict]:
+    """Count, per method, the settings where its mean beats stratified's (win), trails it (loss) or ties.
+
+    The means are over the seeds both have. A significant win or loss is one whose 95% interval
+    excludes zero. Settings where either has no complete run count under `not_compared`.
+    """
+    summary = []
+    for method in listed:
+        if method == BASELINE:
+            continue
+        own = [row for row in rows if row["method"] == method]
+        verdicts = [row.get("vs_stratified") for row in own]
+        summary.append({
+            "method": method,
+            "settings": len(own),
+            "wins": verdicts.count("win"),
+            "losses": verdicts.count("loss"),
+            "ties": verdicts.count("tie"),
+            "significant_wins": sum(1 for row in own if row.get("delta_ci95_high", 0.0) < 0),
+            "significant_losses": sum(1 for row in own if row.get("delta_ci95_low", 0.0) > 0),
+            "not_compared": verdicts.count(None),
+        })
+    return summary
+
+
+def summarize(results: list[dict], store: RunStore, expected: dict | None = None, filters: Filters | None = None) -> list[dict]:
+    """Return the rows of a real-corpus table (one per method and setting)."""
+    return build_table(results, store, CORPUS, expected, filters).rows
+
+
+def summarize_sim(results: list[dict], store: RunStore, expected: dict | None = None, filters: Filters | None = None) -> list[dict]:
+    """Return the rows of a simulator table: noise-free final loss, regret and, where known, a_sim.
+
+    `regret` is (L_method - L_opt) / (L_stratified - L_opt) with noise-free losses and L_opt the
+    loss of the best static mixture: 0 is perfect, 1 is no better than stratified.
+    """
+    return build_table(results, store, SIM, expected, filters).rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+WIN_LOSS_COLUMNS = ("method", "settings", "wins", "losses", "ties", "significant_wins", "significant_losses", "not_compared")
+
+
+def _format(value) -> str:
+    """Format a cell for markdown: three decimals, or three significant digits from 1e5 up; blank if undefined."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        if abs(value) >= 1e5:
+            return f"{value:.3g}"
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _count(value: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{suffix}"
+    return f"{value:.0f}"
+
+
+def _columns(rows: list[dict], headline) -> list[str]:
+    columns = list(headline)
+    for row in rows:
+        columns += [column for column in row if column not in columns]
+    return columns
+
+
+def to_markdown(rows: list[dict], headline=HEADLINE) -> str:
+    """Render rows as a markdown table: headline columns first, then per-domain and compute columns."""
+    columns = _columns(rows, headline)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(row.get(column)) for column in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_value(value):
+    """Write floats at full precision (repr), and undefined values as empty cells rather than `nan`."""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    return "" if value is None else value
+
+
+def to_csv(rows: list[dict], headline=HEADLINE) -> str:
+    """Render rows as CSV with the markdown table's columns."""
+    columns = _columns(rows, headline)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: _csv_value(row.get(column)) for column in columns})
+    return buffer.getvalue()
+
+
+def legend(table: Table) -> list[str]:
+    """Return the legend: what the rows, columns and confidence interval of the table mean."""
+    lines = [
+        f"One row per method and setting; `setting` is the data config name and a fingerprint of the data, model "
+        f"and training settings. The compared value is the {table.kind.metric_text}; lower is better.",
+        "`delta_vs_stratified` is the mean over seeds of the per-seed difference (method minus stratified, same seed "
+        "and setting), over the `paired_seeds` seeds both completed. `delta_ci95_low` and `delta_ci95_high` bound its "
+        "95% paired t-interval (Student's t with paired_seeds - 1 degrees of freedom); they are blank with one paired seed.",
+        "`std_` columns are standard deviations over seeds (n - 1), blank with one seed. Token and wall-time columns "
+        "are averages over seeds of the final run plus every extra run (`<role>_run_tokens` for probe, reference, proxy "
+        "and single-domain runs). `status` is ok, partial (a failed or missing seed), failed (no complete run), missing "
+        "(no result for a method the experiment lists) or skipped (its settings rule it out in this setting; "
+        "experiment.json says why).",
+    ]
+    if table.filters.describe():
+        lines.append(f"Filtered to {table.filters.describe()}.")
+    return lines
+
+
+def render_markdown(table: Table, title: str) -> str:
+    """Render the whole `table.md`: title, legend, the main table and the win/loss summary."""
+    parts = [f"# {title}", "", *legend(table), "", to_markdown(table.rows, table.kind.headline).rstrip("\n"), ""]
+    parts += ["## Wins and losses against stratified", ""]
+    parts += ["Per method, the number of settings in which its mean over paired seeds is below stratified's (wins), "
+              "above it (losses) or equal (ties); significant ones have a 95% interval that excludes zero.", ""]
+    if table.win_loss:
+        parts.append(to_markdown(table.win_loss, WIN_LOSS_COLUMNS).rstrip("\n"))
+    else:
+        parts.append("No method other than stratified is listed.")
+    return "\n".join(parts) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in plain text (method, setting and domain names)."""
+    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(replacements.get(character, character) for character in str(text))
+
+
+def _tabular(headers: list[str], body: list[list[str]], left: int) -> list[str]:
+    spec = "l" * left + "r" * (len(headers) - left)
+    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(headers) + r" \\", "\\midrule"]
+    lines += [" & ".join(cells) + r" \\" for cells in body]
+    return lines + ["\\bottomrule", "\\end{tabular}"]
+
+
+def to_latex(table: Table, title: str) -> str:
+    """Render booktabs tabulars (main columns, per-domain perplexity, wins and losses) with the legend as comments."""
+    several = len(table.settings) > 1
+    lines = [f"% {latex_escape(title)}. Rebuilt by `mixbench table`; needs \\usepackage{{booktabs}}."]
+    lines += [f"% {sentence}" for sentence in legend(table)]
+    names = ["Method"] + (["Setting"] if several else []) + ["Seeds"]
+    headers = names + [header for header, _ in table.kind.latex]
+    body = [[latex_escape(row["method"])] + ([latex_escape(row["setting"])] if several else []) + [str(row["seeds"])]
+            + [cell(row) for _, cell in table.kind.latex] for row in table.rows]
+    lines += [""] + _tabular(headers, body, len(names) - 1)
+
+    domains = [column[4:] for column in _columns(table.rows, ()) if column.startswith("ppl_")]
+    if domains:
+        lines += ["", "% Test perplexity per domain, mean over seeds."]
+        body = [[latex_escape(row["method"])] + ([latex_escape(row["setting"])] if several else [])
+                + [f"${row[f'ppl_{domain}']:.3f}$" if f"ppl_{domain}" in row else "--" for domain in domains]
+                for row in table.rows]
+        lines += _tabular(names[:-1] + [latex_escape(domain) for domain in domains], body, len(names) - 1)
+
+    if table.win_loss:
+        lines += ["", "% Settings in which each method beats stratified (wins), trails it (losses) or ties."]
+        headers = ["Method", "Settings", "Wins", "Losses", "Ties", "Significant wins", "Significant losses"]
+        body = [[latex_escape(entry["method"])] + [str(entry[key]) for key in WIN_LOSS_COLUMNS[1:7]] for entry in table.win_loss]
+        lines += _tabular(headers, body, 1)
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(table: Table, directory: Path, title: str) -> list[Path]:
+    """Write `table.md`, `table.csv` and `table.tex` into `directory` atomically and return their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    contents = {
+        "table.md": render_markdown(table, title),
+        "table.csv": to_csv(table.rows, table.kind.headline),
+        "table.tex": to_latex(table, title),
+    }
+    paths = []
+    for name, text in contents.items():
+        write_text_atomic(directory / name, text)
+        paths.append(directory / name)
+    return paths

@@ -33,7 +33,7 @@ HASH_DECIMALS = 10
 
 # Training settings that do not change a run's outcome (at a fixed thread count), so they are
 # left out of its hash: changing them reuses earlier runs.
-UNHASHED_TRAIN_KEYS = frozenset({"threads", "checkpoint_every", "progress"})
+UNHASHED_TRAIN_KEYS = frozenset({"threads", "checkpoint_every", "progress", "trackers", "tracker_dir"})
 
 
 def _canonical(value: Any) -> Any:
@@ -168,9 +168,10 @@ class RunStore:
         self.root = Path(root)
         try:
             (self.root / "runs").mkdir(parents=True, exist_ok=True)
-            probe = self.root / "runs" / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            # A unique probe name: a name built from the process id collides between threads, and
+            # between hosts sharing the folder, so one opener could delete the other's probe.
+            with tempfile.NamedTemporaryFile(dir=self.root / "runs", prefix=".write-test-"):
+                pass
         except OSError as error:
             raise ConfigError(
                 f"results folder {str(self.root)!r} is not writable ({error.strerror}); "
@@ -181,8 +182,10 @@ class RunStore:
         return self.root / "runs" / spec.id
 
     def record(self, spec_or_id: RunSpec | str) -> dict | None:
-        """Return the final record of a run, or None if it has not completed."""
+        """Return the final record of a run, or None if it has not completed (or has no id)."""
         run_id = spec_or_id.id if isinstance(spec_or_id, RunSpec) else spec_or_id
+        if not run_id:
+            return None
         path = self.root / "runs" / run_id / "record.json"
         if not path.exists():
             return None

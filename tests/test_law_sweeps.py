@@ -200,7 +200,7 @@ def test_sweep_bad_settings_exit_2(tmp_path):
 
 
 def test_static_corpus_through_cli(text_folders, tmp_path):
-    data = [f"data=folders", f"data.path={text_folders}", f"data.cache_dir={tmp_path / 'cache'}",
+    data = ["data=folders", f"data.path={text_folders}", f"data.cache_dir={tmp_path / 'cache'}",
             "data.val_fraction=0.15", "data.test_fraction=0.15"]
     model = [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
     training = [f"training.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in TINY_TRAIN.items()]

@@ -155,3 +155,14 @@ def test_aioli_beats_stratified_on_default_sim(tmp_path):
     # NOTE: measured mean a_sim is 0.895 with eval_noise 0.002. The last round, at the decayed
     # learning rate, measures drops of the size of the noise; the earlier rounds score 0.88-1.0.
     assert np.mean(scores) >= 0.85, scores
+
+
+def test_shared_reference_keeps_its_role(tmp_path):
+    # The stratified final run is also DoReMi's reference: trained once, listed by its use.
+    setting, store = SimSetting(sim_config(steps=60, warmup_steps=6, eval_every=30)), RunStore(tmp_path)
+    stratified = run_method({"name": "stratified"}, setting, store, seed=0)
+    doremi = run_method(method_config("doremi"), setting, store, seed=0)
+    roles = {record["id"]: record["role"] for record in doremi.extra}
+    assert roles[stratified.final["id"]] == "reference"
+    assert store.record(stratified.final["id"])["role"] == "final"
+    assert doremi.to_dict()["extra_runs"][0] == {"id": stratified.final["id"], "role": "reference"}

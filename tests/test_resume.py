@@ -38,3 +38,28 @@ def test_resume_after_checkpoint_is_bit_identical(tiny_setting, tmp_path, monkey
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["compute"]["train_tokens"] == reference["compute"]["train_tokens"]
     assert np.array_equal(resumed["final_mixture"], reference["final_mixture"])
+
+
+def test_checkpoint_left_mid_save_is_recovered(tmp_path):
+    from mixbench.engine import LoopState, _load_checkpoint, _save_checkpoint
+
+    class Backend:
+        def __init__(self, step):
+            self.step = step
+
+        def snapshot(self):
+            return {"step": self.step}
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _save_checkpoint(run_dir, Backend(4), LoopState(mixture=np.array([0.5, 0.5])), None)
+    _save_checkpoint(run_dir, Backend(8), LoopState(mixture=np.array([0.5, 0.5])), None)
+    assert _load_checkpoint(run_dir)[0] == {"step": 8}
+
+    # A kill between the two renames leaves only the previous checkpoint, which is used.
+    (run_dir / "checkpoint").rename(run_dir / ".checkpoint-old")
+    # A kill while writing leaves a temporary folder, which is removed.
+    (run_dir / ".checkpoint-abc123").mkdir()
+    (run_dir / ".checkpoint-abc123" / "state.pt").write_bytes(b"partial")
+    assert _load_checkpoint(run_dir)[0] == {"step": 8}
+    assert not (run_dir / ".checkpoint-abc123").exists()

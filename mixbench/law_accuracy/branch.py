@@ -28,7 +28,7 @@ import numpy as np
 from mixbench.errors import ConfigError
 from mixbench.law_accuracy.command import log_skipped, mark_undefined
 from mixbench.law_accuracy.dynamic_fit import fit_and_score, sweep_markdown
-from mixbench.law_accuracy.report import write_report
+from mixbench.law_accuracy.report import predictions_path, write_predictions, write_report
 from mixbench.law_accuracy.sweeps import build_setting, choice_option, fraction_option, int_option, split_rows
 from mixbench.runs import HASH_DECIMALS, RunSpec, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design, validate_mixture
@@ -157,15 +157,29 @@ def _train_child(backend, snapshot, parent: dict, spec: RunSpec, mixture: np.nda
     return record
 
 
-def branch_children(setting, spec: RunSpec, step: int, mixtures: np.ndarray, window: int, root: Path) -> tuple[dict, list[dict]]:
-    """Return (parent record, child records) for `mixtures`, training only children without a record."""
-    directory = root / f"{spec.id}-step{step}"
+def branch_directory(root: Path, spec: RunSpec, step: int) -> Path:
+    """Return the folder of the branch point of the parent `spec` at `step`."""
+    return Path(root) / f"{spec.id}-step{step}"
+
+
+def branch_children(setting, spec: RunSpec, step: int, mixtures: np.ndarray, window: int, root: Path,
+                    load_parent=None) -> tuple[dict, list[dict]]:
+    """Return (parent record, child records) for `mixtures`, training only children without a record.
+
+    `load_parent(directory)` returns (backend at the branch step, parent record) and writes the
+    record to directory/parent.json. It is called only when some child lacks a record. Without
+    it, the fixed-mixture parent `spec` is trained, or restored from its saved state.
+    """
+    directory = branch_directory(root, spec, step)
     keys = [child_key(spec, step, mixture, window) for mixture in mixtures]
     paths = [directory / "children" / f"{key}.json" for key in keys]
     with _locked(directory):
         missing = [i for i, path in enumerate(paths) if not path.exists()]
         if missing:
-            backend, parent = _parent_backend(setting, spec, step, directory)
+            if load_parent is None:
+                backend, parent = _parent_backend(setting, spec, step, directory)
+            else:
+                backend, parent = load_parent(directory)
             snapshot = backend.snapshot()
             for number, i in enumerate(missing, start=1):
                 log.info("branch child %d/%d (%s): %d steps on mixture %s", number, len(missing), keys[i], window,
@@ -213,7 +227,8 @@ def branch_sweep(setting, options: BranchOptions, results_dir: Path) -> tuple[li
                                        Path(results_dir) / "branches")
 
     fit_rows, held_rows = split_rows(mixtures, options.held_out_fraction, options.seed)
-    rows, fitted = fit_and_score(parent, children, fit_rows, held_rows, options.nonnegative)
+    predictions: list[dict[str, Any]] = []
+    rows, fitted = fit_and_score(parent, children, fit_rows, held_rows, options.nonnegative, predictions)
     rows = mark_undefined(rows)
 
     directory = Path(results_dir) / options.name
@@ -224,6 +239,7 @@ def branch_sweep(setting, options: BranchOptions, results_dir: Path) -> tuple[li
         **fitted,
     })
     write_report(rows, directory / "laws_dynamic.csv")
+    write_predictions(predictions, predictions_path(directory / "laws_dynamic.csv"))
     markdown = sweep_markdown(options, setting, parent, children, rows, fitted)
     write_text_atomic(directory / "laws_dynamic.md", markdown)
     print(markdown, end="")

@@ -14,7 +14,14 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mixbench.errors import ConfigError, DataError
-from mixbench.law_accuracy.report import averages_markdown, is_scored, summary_markdown, write_report
+from mixbench.law_accuracy.report import (
+    averages_markdown,
+    is_scored,
+    predictions_path,
+    summary_markdown,
+    write_predictions,
+    write_report,
+)
 from mixbench.law_accuracy.scoring import METRICS, cross_validate, score_laws
 from mixbench.law_accuracy.tables import RunTable, read_run_table
 from mixbench.laws import get_law
@@ -46,9 +53,13 @@ def laws(cfg) -> list[dict[str, Any]]:
         from mixbench.law_accuracy.branch import run_branch_sweep
 
         return run_branch_sweep(cfg)
+    if sweep == "param":
+        from mixbench.law_accuracy.param import run_param_sweep
+
+        return run_param_sweep(cfg)
     raise ConfigError(
-        f"experiment {experiment.get('name')!r} is not a law sweep (experiment.sweep={sweep!r}); "
-        f"use experiment=laws_static or experiment=laws_dynamic, or score tables with train.mixtures=PATH train.losses=PATH."
+        f"experiment {experiment.get('name')!r} is not a law sweep (experiment.sweep={sweep!r}); use "
+        f"experiment=laws_static, laws_dynamic or laws_param, or score tables with train.mixtures=PATH train.losses=PATH."
     )
 
 
@@ -148,8 +159,9 @@ def score_tables(cfg) -> list[dict[str, Any]]:
 
     log.info("fitting %s on %d runs of %s (%d domains, %d targets)", ", ".join(names), len(table), table.name,
              len(table.domains), len(table.targets))
+    predictions: list[dict[str, Any]] = []
     if tests:
-        rows = score_laws(table, tests, names, seed=seed)
+        rows = score_laws(table, tests, names, seed=seed, predictions=predictions)
     else:
         log.info("no test set given: %s-fold cross-validation on the training runs", cfg.get("cv_folds"))
         rows = _cv_rows(table, names, cfg.get("cv_folds"), seed)
@@ -157,6 +169,8 @@ def score_tables(cfg) -> list[dict[str, Any]]:
 
     out = Path(str(cfg.get("out")))
     write_report(rows, out)
+    if predictions:
+        write_predictions(predictions, predictions_path(out))
     markdown = summary_markdown(rows, headline=headline) + "\n" + averages_markdown(rows)
     write_text_atomic(out.with_suffix(".md"), markdown)
     print(markdown, end="")

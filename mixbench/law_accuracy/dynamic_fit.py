@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.law_accuracy.report import averages_markdown, rows_markdown
-from mixbench.law_accuracy.scoring import METRICS, prediction_metrics, r2_score
+from mixbench.law_accuracy.scoring import METRICS, prediction_entries, prediction_metrics, r2_score
 from mixbench.laws import DynamicLaw
 from mixbench.sim.metrics import a_sim
 
@@ -37,28 +37,34 @@ def _row(target: str, n_fit: int, n_held: int) -> dict[str, Any]:
     return row
 
 
-def _score_target(row: dict, i: int, P: np.ndarray, dL: np.ndarray, fit_rows, held_rows, fitted_law) -> None:
-    """Fill one target's held-out metrics and in-sample R^2 of the law fitted on the fit children."""
+def _score_target(row: dict, i: int, P: np.ndarray, dL: np.ndarray, fit_rows, held_rows, fitted_law) -> np.ndarray | None:
+    """Fill one target's held-out metrics and in-sample R^2 of the law fitted on the fit children.
+
+    Return the held-out predictions, or None when the row has no held-out metrics.
+    """
     m = P.shape[1]
     if fitted_law is None:
         row["status"] = f"skipped: the dynamic law needs at least {m} fit children for {m} domains, got {len(fit_rows)}"
-        return
+        return None
     y_fit, y_held = dL[fit_rows, i], dL[held_rows, i]
     row["in_sample_r2"] = _r2(y_fit, fitted_law.predict_dynamic(P[fit_rows])[:, i])
     if len(held_rows) < 2 or np.ptp(y_held) == 0:
         row["status"] = "partial: held-out metrics need at least 2 held-out children with different loss changes"
-        return
+        return None
     prediction = fitted_law.predict_dynamic(P[held_rows])[:, i]
     row.update(prediction_metrics(y_held, prediction))
+    return prediction
 
 
 def fit_and_score(parent: dict, children: list[dict], fit_rows: np.ndarray, held_rows: np.ndarray,
-                  nonnegative: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  nonnegative: bool, predictions: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Return (one row per target, fitted values): A fitted on every child and on the fit children only.
 
     Rows hold held-out R^2, MAE, RMSE and Spearman of the law fitted on the fit children, its
     in-sample R^2, and `in_sample_r2_all`: the in-sample R^2 of the law fitted on every child.
     On the simulator they also hold `true_law_r2`, the R^2 of the true A at the branch step.
+    When `predictions` is a list, one entry per held-out child and target is appended to it,
+    with the child's key as `run` and the loss change as the actual and predicted value.
     """
     P = np.array([child["mixture"] for child in children], dtype=np.float64)
     dL = np.array([child["dL"] for child in children], dtype=np.float64)
@@ -77,7 +83,11 @@ def fit_and_score(parent: dict, children: list[dict], fit_rows: np.ndarray, held
             row["status"] = "skipped: the loss change is the same for every child"
         else:
             row["in_sample_r2_all"] = _r2(dL[:, i], predicted_all[:, i])
-            _score_target(row, i, P, dL, fit_rows, held_rows, law_fit)
+            predicted = _score_target(row, i, P, dL, fit_rows, held_rows, law_fit)
+            if predictions is not None and predicted is not None:
+                keys = [children[j]["key"] for j in held_rows]
+                entries = prediction_entries("dynamic", target, "held_out", keys, dL[held_rows, i], predicted)
+                predictions += [entry | {"quantity": "loss change"} for entry in entries]
             if truth is not None:
                 row["true_law_r2"] = _r2(dL[:, i], truth[:, i])
         rows.append(row)

@@ -1,6 +1,7 @@
 """Write law-accuracy rows as CSV and summarise them as a Markdown table."""
 
 import csv
+import io
 import os
 import tempfile
 from collections.abc import Sequence
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mixbench.runs import write_text_atomic
 
 REPORT_COLUMNS = ("law", "target", "test_set", "n_train", "n_test", "r2", "mae", "spearman")
 TRAILING_COLUMNS = ("rmse", "in_sample_r2", "status")
@@ -43,6 +46,29 @@ def write_report(rows: Sequence[dict[str, Any]], out_csv: str | Path) -> Path:
         Path(handle.name).unlink(missing_ok=True)
         raise
     return out_csv
+
+
+PREDICTION_COLUMNS = ("law", "target", "test_set", "run", "actual", "predicted")
+
+
+def predictions_path(report_csv: str | Path) -> Path:
+    """Return where the per-run predictions behind a report go: `<report stem>_predictions.csv` beside it."""
+    report_csv = Path(report_csv)
+    return report_csv.with_name(f"{report_csv.stem}_predictions.csv")
+
+
+def write_predictions(entries: Sequence[dict[str, Any]], out_csv: str | Path) -> Path:
+    """Write per-run predictions (columns PREDICTION_COLUMNS, then any other keys sorted) as CSV, atomically."""
+    extra = sorted({key for entry in entries for key in entry} - set(PREDICTION_COLUMNS))
+    columns = [*PREDICTION_COLUMNS, *extra]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for entry in entries:
+        # Full precision (repr), so that metrics recomputed from the file match the report.
+        writer.writerow([repr(float(value)) if isinstance(value, (float, np.floating)) else _format(value) for value in map(entry.get, columns)])
+    write_text_atomic(Path(out_csv), buffer.getvalue())
+    return Path(out_csv)
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:

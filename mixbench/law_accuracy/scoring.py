@@ -124,7 +124,11 @@ def _row(law: str, target: str, test_set: str, n_train: int, n_test: int, **valu
 
 
 def score_laws(
-    train: RunTable, tests: Sequence[RunTable], laws: Sequence[str | MixingLaw], seed: int = 0
+    train: RunTable,
+    tests: Sequence[RunTable],
+    laws: Sequence[str | MixingLaw],
+    seed: int = 0,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit each law on `train`, one target at a time, and score it on every table in `tests`.
 
@@ -132,6 +136,8 @@ def score_laws(
     n_test, r2, mae, rmse, spearman, in_sample_r2 and status. A row that cannot be scored
     (too few runs for the law, constant loss, a target absent from the test table) has
     status "skipped: <reason>" and None metrics. `seed` seeds every law that has one.
+    When `predictions` is a list, one entry per scored test run is appended to it (see
+    `prediction_entries`).
     Raise ConfigError for an unknown law, or for "lightgbm" without the lightgbm package,
     and DataError when the tables have different domain columns.
     """
@@ -158,9 +164,19 @@ def score_laws(
                     if np.ptp(y) == 0:
                         rows.append(_row(**common, in_sample_r2=in_sample, status="skipped: constant loss in the test runs"))
                     else:
-                        metrics = prediction_metrics(y, fitted.predict(test.P)[:, 0])
-                        rows.append(_row(**common, **metrics, in_sample_r2=in_sample))
+                        predicted = fitted.predict(test.P)[:, 0]
+                        rows.append(_row(**common, **prediction_metrics(y, predicted), in_sample_r2=in_sample))
+                        if predictions is not None:
+                            predictions += prediction_entries(label, target, test.name, test.index, y, predicted)
     return rows
+
+
+def prediction_entries(law: str, target: str, test_set: str, runs: Sequence, actual: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+    """Return one entry per test run: law, target, test_set, run (its index), actual and predicted value."""
+    return [
+        {"law": law, "target": target, "test_set": test_set, "run": run, "actual": float(y), "predicted": float(p)}
+        for run, y, p in zip(runs, actual, predicted)
+    ]
 
 
 def cross_validate(

@@ -14,11 +14,12 @@ import numpy as np
 from mixbench.engine import execute_run
 from mixbench.errors import ConfigError, DataError
 from mixbench.law_accuracy.command import law_names, log_skipped, mark_undefined, plain
-from mixbench.law_accuracy.report import averages_markdown, rows_markdown, write_report
+from mixbench.law_accuracy.report import averages_markdown, predictions_path, rows_markdown, write_predictions, write_report
 from mixbench.law_accuracy.scoring import cross_validate, score_laws
 from mixbench.law_accuracy.tables import RunTable
 from mixbench.runs import RunStore, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design
+from mixbench.threads import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,8 @@ def build_setting(cfg):
     except ConfigError as error:
         # The checks name the `train` group; in this command the same settings live under `training`.
         raise ConfigError(str(error).replace("train.", "training.")) from None
-    threads = int(training.get("threads", 0) or 0)
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
+    # The same rule as the other commands: a count, `auto`, or 0 for torch's default.
+    set_torch_threads(training)
     corpus = prepare_corpus(plain(cfg.data))
     return CorpusSetting(name=str(cfg.data.name), corpus=corpus, domains=corpus.domains, model=model, train=training)
 
@@ -170,7 +168,8 @@ def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Pa
 
     fit_rows, held_rows = split_rows(table.P, options.held_out_fraction, options.seed)
     fit, held = table.subset(fit_rows, name="fit"), table.subset(held_rows, name="held_out")
-    rows = score_laws(fit, [held], options.laws, seed=options.seed)
+    predictions: list[dict[str, Any]] = []
+    rows = score_laws(fit, [held], options.laws, seed=options.seed, predictions=predictions)
     if options.cv_folds:
         cv = cross_validate(table, options.laws, k=options.cv_folds, seed=options.seed)
         for row in cv:
@@ -185,6 +184,7 @@ def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Pa
         "setting": setting.name, "domains": list(table.domains), "loss_split": options.loss_split, "runs": summaries,
     })
     write_report(rows, directory / "laws_static.csv")
+    write_predictions(predictions, predictions_path(directory / "laws_static.csv"))
     markdown = _static_markdown(options, setting, fit, held, rows)
     write_text_atomic(directory / "laws_static.md", markdown)
     print(markdown, end="")

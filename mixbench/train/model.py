@@ -3,13 +3,13 @@
 import logging
 
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig
+from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
 from mixbench.errors import ConfigError, unknown_name_error
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("gpt2", "llama")
+FAMILIES = ("gpt2", "llama", "neox")
 
 
 def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
@@ -40,6 +40,25 @@ def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
             bos_token_id=None,
             eos_token_id=None,
         )
+    if family == "neox":
+        # transformers' GPT-NeoX defaults (checked with transformers 5.25) are the Pythia architecture:
+        # rotary embeddings on a quarter of each head's dimensions with base 10000, and GELU.
+        return GPTNeoXConfig(
+            vocab_size=vocab_size,
+            hidden_size=d_model,
+            intermediate_size=int(settings.get("d_ff", 4 * d_model)),
+            num_hidden_layers=int(settings["n_layer"]),
+            num_attention_heads=n_head,
+            max_position_embeddings=context,
+            attention_dropout=dropout,
+            hidden_dropout=dropout,
+            use_parallel_residual=True,
+            # Pythia keeps separate input and output embeddings.
+            tie_word_embeddings=False,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+        )
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=d_model,
@@ -66,12 +85,16 @@ def build_model(settings: dict, vocab_size: int, seed: int) -> torch.nn.Module:
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
-    """Count all parameters and the non-embedding ones (token and position embeddings excluded)."""
+    """Count all parameters and the non-embedding ones (token, position and untied output embeddings excluded)."""
     total = sum(parameter.numel() for parameter in model.parameters())
     embedding = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Embedding):
             embedding += module.weight.numel()
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = output is not None and output.weight is model.get_input_embeddings().weight
+    if output is not None and not tied:
+        embedding += output.weight.numel()
     return {"total": total, "non_embedding": total - embedding}
 
 

@@ -44,13 +44,21 @@ def _parameters(backend) -> list[torch.nn.Parameter]:
     return [parameter for parameter in backend.model.parameters() if parameter.requires_grad]
 
 
-def _flat_gradient(loss: torch.Tensor, parameters) -> torch.Tensor:
+def _flat_gradient(loss: torch.Tensor, parameters, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the gradient of `loss` as one flat fp32 vector, written into `out` when given."""
     gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
-    pieces = [
-        (gradient if gradient is not None else torch.zeros_like(parameter)).reshape(-1).float()
-        for gradient, parameter in zip(gradients, parameters)
-    ]
-    return torch.cat(pieces)
+    if out is None:
+        out = torch.empty(sum(parameter.numel() for parameter in parameters), dtype=torch.float32, device=loss.device)
+    offset = 0
+    for gradient, parameter in zip(gradients, parameters):
+        count = parameter.numel()
+        # Copy each piece straight into its slice; concatenating would write every element twice.
+        if gradient is None:
+            out[offset : offset + count].zero_()
+        else:
+            out[offset : offset + count].copy_(gradient.reshape(-1))
+        offset += count
+    return out
 
 
 def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global_counts: np.ndarray):
@@ -75,14 +83,14 @@ def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global
         total = backend._token_losses(tokens[rows]).sum()
         sums[domain] = total.detach().double()
         counts[domain] = float(rows.sum() * backend.context)
-        gradients[domain] = _flat_gradient(total / float(global_counts[domain]), parameters)
+        _flat_gradient(total / float(global_counts[domain]), parameters, out=gradients[domain])
     gradients = backend.accelerator.reduce(gradients, reduction="sum")
     sums = backend.accelerator.reduce(sums, reduction="sum").cpu().numpy()
     counts = backend.accelerator.reduce(counts, reduction="sum").cpu().numpy()
     clip = float(backend.settings["grad_clip"])
     if clip > 0:
         norms = gradients.norm(dim=1, keepdim=True)
-        gradients = gradients * torch.clamp(clip / (norms + 1e-6), max=1.0)
+        gradients.mul_(torch.clamp(clip / (norms + 1e-6), max=1.0))
     return gradients, sums, counts
 
 
@@ -98,7 +106,8 @@ def target_gradient(backend) -> torch.Tensor:
 
 def apply_combined_gradient(backend, gradients: torch.Tensor, weights: np.ndarray) -> None:
     """Set each parameter's gradient to sum_j weights_j * g_j."""
-    combined = (torch.from_numpy(weights).float().to(gradients.device)[:, None] * gradients).sum(dim=0)
+    # One matrix-vector product, without an m x P temporary.
+    combined = torch.from_numpy(weights).float().to(gradients.device) @ gradients
     offset = 0
     for parameter in _parameters(backend):
         count = parameter.numel()

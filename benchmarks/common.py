@@ -1,0 +1,36 @@
+"""Set-up and output shared by the benchmark scripts."""
+
+import json
+import os
+import platform
+
+CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
+
+
+def machine(threads: int) -> dict:
+    """Return the machine description that every figure is reported with."""
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": threads}
+
+
+def default_setting(cache: str, domains: int, steps: int, threads: int):
+    """Return a CorpusSetting of the tiny default model on the first `domains` default domains."""
+    from omegaconf import OmegaConf
+
+    from mixbench.data import prepare_corpus
+    from mixbench.setting import CorpusSetting
+
+    data = OmegaConf.to_container(OmegaConf.load(os.path.join(CONF, "data", "default.yaml")))
+    data["cache_dir"] = os.path.abspath(cache)
+    corpus = prepare_corpus(data)
+    model = OmegaConf.to_container(OmegaConf.load(os.path.join(CONF, "model", "tiny.yaml")))
+    train = OmegaConf.to_container(OmegaConf.load(os.path.join(CONF, "train", "cpu.yaml")))
+    train.update(steps=steps, threads=threads, checkpoint_every=0)
+    return CorpusSetting("bench", corpus, corpus.domains[:domains], model, train)
+
+
+def report(figures: dict, out: str | None) -> None:
+    """Print the figures as JSON, and write them to `out` when given."""
+    print(json.dumps(figures, indent=1))
+    if out:
+        with open(out, "w") as handle:
+            json.dump(figures, handle, indent=1)

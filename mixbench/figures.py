@@ -1,0 +1,109 @@
+"""The `mixbench figures` command: rebuild an experiment's paper figures from its records only.
+
+The figures are drawn by the scripts in paper_figures/ at the root of the checkout (one module
+per figure, each with a `build` function). They read results_dir/<experiment>/ and the run
+records in results_dir/runs/, and write PNG and PDF files to results_dir/<experiment>/figures/.
+A figure whose inputs are absent is skipped with one log line that names them.
+"""
+
+import importlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from omegaconf import ListConfig
+
+from mixbench.errors import ConfigError
+
+log = logging.getLogger("mixbench")
+
+FIGURES_DIR = Path(__file__).resolve().parents[1] / "paper_figures"
+PACKAGE = "paper_figures"
+
+
+def _figure_package() -> ModuleType:
+    """Import paper_figures from the checkout, which the editable install does not put on sys.path."""
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE]
+    init = FIGURES_DIR / "__init__.py"
+    if not init.exists():
+        raise ConfigError(f"figure scripts not found in {FIGURES_DIR}; install mixbench from a checkout with `pip install -e .`.")
+    spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[str(FIGURES_DIR)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = package
+    try:
+        spec.loader.exec_module(package)
+    except BaseException:
+        del sys.modules[PACKAGE]
+        raise
+    return package
+
+
+def figure_module(name: str) -> ModuleType:
+    """Return the script module of one figure (or `common`, the scripts' shared helpers)."""
+    _figure_package()
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def available_figures() -> tuple[str, ...]:
+    """Return the figure names in build order."""
+    return tuple(_figure_package().FIGURES)
+
+
+def _selected(names) -> list[str]:
+    known = available_figures()
+    if names is None or names == "all":
+        return list(known)
+    if isinstance(names, str) or not isinstance(names, (list, tuple, ListConfig)):
+        raise ConfigError(f"figures={names!r} is invalid; use all or a list of figure names like [{known[0]},{known[1]}].")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"figures lists unknown figures {', '.join(map(str, unknown))}; the figures are {', '.join(known)}.")
+    return list(names)
+
+
+def build_figures(results_dir="results", experiment="sim", names=None, out_dir=None, seed=None) -> dict[str, list[Path]]:
+    """Build the named figures (all by default) of one experiment; return the written paths per figure.
+
+    A figure whose inputs are missing maps to an empty list and is logged as skipped. Raise
+    ConfigError for an unknown figure name, a non-integer seed, or a missing experiment folder.
+    """
+    selected = _selected(names)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed={seed!r} is invalid; give the seed whose runs to show (a whole number) or null for the lowest recorded.")
+    directory = Path(results_dir) / str(experiment)
+    if not directory.is_dir():
+        raise ConfigError(
+            f"experiment folder {directory} not found; run `mixbench benchmark experiment={experiment}` (or a law sweep) "
+            f"first, or set results_dir=PATH."
+        )
+    missing_input = figure_module("common").MissingInput
+    written: dict[str, list[Path]] = {}
+    for name in selected:
+        module = figure_module(name)
+        try:
+            written[name] = module.build(results_dir, str(experiment), out_dir=out_dir, seed=seed)
+        except missing_input as missing:
+            log.info("figure %s skipped: %s", name, missing)
+            written[name] = []
+            continue
+        log.info("figure %s: wrote %s", name, ", ".join(path.name for path in written[name]))
+    return written
+
+
+def figures(cfg) -> dict[str, list[Path]]:
+    """Rebuild results_dir/<experiment>/figures/ from records only; see `build_figures`."""
+    out_dir = cfg.get("out_dir")
+    built = build_figures(
+        results_dir=cfg.results_dir,
+        experiment=str(cfg.experiment.name),
+        names=cfg.get("figures", "all"),
+        out_dir=Path(out_dir) if out_dir else None,
+        seed=cfg.get("seed"),
+    )
+    count = sum(len(paths) for paths in built.values())
+    skipped = [name for name, paths in built.items() if not paths]
+    log.info("figures of %s: %d files, %d of %d figures skipped", cfg.experiment.name, count, len(skipped), len(built))
+    return built

@@ -1,0 +1,106 @@
+"""Torch CPU threads for a command, divided among the members of a parallel sweep.
+
+`train.threads` is the number of torch threads the command may use at once: a positive count,
+`auto` for every core this process may run on, or 0 for torch's own default. Under Hydra's joblib
+launcher (`mixbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=N ...`) N members train at
+the same time, so each member gets the count divided by N, at least 1. The count a run actually
+used is written back into `train.threads`, so its run spec records it. Run ids leave threads out,
+so a run trained at one count is reused at another.
+"""
+
+import logging
+import os
+
+from omegaconf import DictConfig, open_dict
+
+from mixbench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+def available_cores() -> int:
+    """Return the number of CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def parallel_members(cores: int) -> int:
+    """Return how many sweep members run at once in this process's sweep: the launcher's n_jobs, else 1.
+
+    Only launchers with an `n_jobs` setting (joblib) run members side by side on one machine. The
+    basic launcher runs them one after another, and a SLURM member has its own allocation.
+    NOTE: submitit_local also runs members side by side but has no n_jobs, so it is not detected.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return 1
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN or hydra.launcher.get("n_jobs") is None:
+        return 1
+    return joblib_members(hydra.launcher.n_jobs, cores)
+
+
+def joblib_members(n_jobs, cores: int) -> int:
+    """Return the number of members joblib runs at once for `n_jobs` on a machine with `cores` cores."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={n_jobs!r} is invalid; use a positive number of parallel members, or -1 for one per core."
+        )
+    if n_jobs < 0:
+        # joblib's rule: -1 runs one member per core, -2 one per core but one, and so on.
+        return max(1, cores + 1 + n_jobs)
+    return n_jobs
+
+
+def member_threads(threads, members: int, cores: int) -> int:
+    """Return the torch threads of one of `members` parallel members given `train.threads` (0: torch's default)."""
+    if threads == AUTO:
+        total = cores
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(
+            f"train.threads={threads!r} is invalid; use a positive thread count, {AUTO} (every core, "
+            f"divided among parallel sweep members), or 0 (torch's default)."
+        )
+    else:
+        total = threads
+    if total == 0:
+        return 0
+    return max(1, total // members)
+
+
+def set_torch_threads(train) -> int:
+    """Set torch's CPU threads from `train["threads"]` and store the count used back into `train`.
+
+    `train` is the `train` config node or a dict; afterwards its `threads` entry is the count this
+    process trains with, which run specs record.
+    """
+    import torch
+
+    cores = available_cores()
+    members = parallel_members(cores)
+    requested = train.get("threads", 0)
+    requested = 0 if requested is None else requested
+    count = member_threads(requested, members, cores)
+    if count:
+        torch.set_num_threads(count)
+    used = torch.get_num_threads()
+    if members > 1:
+        log.info("torch threads: %d per member (train.threads=%s, %d parallel sweep members)", used, requested, members)
+        if requested != 0 and used * members > (cores if requested == AUTO else requested):
+            log.warning(
+                "%d parallel members with %d thread(s) each use more threads than train.threads=%s allows; "
+                "lower hydra.launcher.n_jobs for runs that do not compete for cores.",
+                members, used, requested,
+            )  # fmt: skip
+    if isinstance(train, DictConfig):
+        with open_dict(train):
+            train.threads = used
+    else:
+        train["threads"] = used
+    return used

@@ -1,0 +1,121 @@
+"""Optional experiment trackers for one run (TensorBoard, Weights & Biases), through Accelerate's tracker classes.
+
+Set `train.trackers=[tensorboard]` (or `[wandb]`, or both) and optionally `train.tracker_dir`. Each
+trained run gets its own tracker run named `<role>-<run id>` that receives the mean train loss of
+every step, the mixture of every step, and the per-domain validation losses of every evaluation.
+
+The trackers are not attached to the harness's Accelerator: one Accelerator serves every run of a
+process, `Accelerator.init_trackers` appends new trackers on each call, and `end_training` also
+destroys the process group. So each run opens Accelerate's tracker classes itself and closes them
+when it ends.
+"""
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mixbench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Tracker name -> (modules of which one must be importable, the install command that provides one).
+SUPPORTED = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install tensorboard"),
+    "wandb": (("wandb",), "pip install wandb"),
+}
+# Weights & Biases groups every run of mixbench under one project.
+WANDB_PROJECT = "mixbench"
+
+
+def tracker_names(train: dict) -> list[str]:
+    """Return the trackers listed in `train.trackers`; raise ConfigError for unknown or missing ones.
+
+    Called before a run builds its model, so a missing package fails before any training.
+    """
+    requested = train.get("trackers") or []
+    if isinstance(requested, str):
+        requested = [requested]
+    names = []
+    for name in requested:
+        if name not in SUPPORTED:
+            raise ConfigError(
+                f"train.trackers contains {name!r}, which is not a supported tracker; use any of "
+                f"{', '.join(SUPPORTED)} (for example train.trackers=[tensorboard])."
+            )
+        modules, install = SUPPORTED[name]
+        if not any(importlib.util.find_spec(module) is not None for module in modules):
+            raise ConfigError(
+                f"train.trackers contains {name!r} but the {modules[0]} package is not installed; "
+                f"run `{install}`, or remove it from train.trackers."
+            )
+        if name not in names:
+            names.append(name)
+    return names
+
+
+class RunTracker:
+    """The trackers of one run: `log_step` after each training step, `log_validation` after each evaluation."""
+
+    def __init__(self, names: list[str], run_name: str, logging_dir: Path, domains, config: dict):
+        from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+        self.domains = tuple(domains)
+        self.trackers = []
+        for name in names:
+            if name == "tensorboard":
+                tracker = TensorBoardTracker(run_name, str(logging_dir))
+            else:
+                tracker = WandBTracker(WANDB_PROJECT, name=run_name, dir=str(logging_dir))
+            tracker.start()
+            tracker.store_init_configuration(config)
+            self.trackers.append(tracker)
+        log.info("logging run %s to %s in %s", run_name, ", ".join(names), logging_dir)
+
+    def _log(self, values: dict, step: int) -> None:
+        for tracker in self.trackers:
+            tracker.log(values, step=step)
+
+    def log_step(self, step: int, tokens: np.ndarray, train_loss: np.ndarray, mixture: np.ndarray) -> None:
+        """Log one step's token-weighted mean train loss and the mixture it trained on."""
+        present = tokens > 0
+        values = {"train/loss": float(np.sum(train_loss[present] * tokens[present]) / np.sum(tokens[present]))}
+        values.update({f"mixture/{domain}": float(weight) for domain, weight in zip(self.domains, mixture)})
+        self._log(values, step)
+
+    def log_validation(self, step: int, losses) -> None:
+        """Log the per-domain validation losses and their mean."""
+        values = {f"val/{domain}": float(loss) for domain, loss in zip(self.domains, losses)}
+        values["val/mean"] = float(np.mean(losses))
+        self._log(values, step)
+
+    def finish(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
+
+
+def open_run_tracker(spec, run_dir: Path, domains) -> RunTracker | None:
+    """Open the trackers listed in `spec.train.trackers`, or return None when it lists none.
+
+    Logs go to `<train.tracker_dir>/<role>-<run id>`, or to `<run folder>/<role>-<run id>` when
+    `tracker_dir` is null.
+    """
+    names = tracker_names(spec.train)
+    if not names:
+        return None
+    tracker_dir = spec.train.get("tracker_dir")
+    logging_dir = Path(tracker_dir) if tracker_dir else Path(run_dir)
+    return RunTracker(names, f"{spec.role}-{spec.id}", logging_dir, domains, _flat_config(spec))
+
+
+def _flat_config(spec) -> dict:
+    """Return the run's settings as flat scalars, the only values tracker configurations accept."""
+    config = {"run_id": spec.id, "role": spec.role, "seed": spec.seed}
+    if spec.method is not None:
+        config["method"] = str(spec.method.get("name"))
+    for group in ("model", "train"):
+        for key, value in getattr(spec, group).items():
+            if isinstance(value, (bool, int, float, str)):
+                config[f"{group}.{key}"] = value
+    return config

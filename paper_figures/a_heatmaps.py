@@ -1,0 +1,72 @@
+"""Figure: the A^t estimates of each online method over rounds, as heatmaps (one file per method).
+
+Reads the `rounds` entries (step, mixture, A) of the run in which each method chose its mixture.
+On the simulator a second row shows the true A at the same steps, from the record's `true_A`.
+Run from the repository root: python -m paper_figures.a_heatmaps --experiment sim
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from paper_figures.common import MissingInput, default_out_dir, figure, load_method_runs, pick_seed, run_script, save_figure
+
+NAME = "a_heatmaps"
+# Panels per row; a run with more rounds shows this many, evenly spaced, first and last included.
+MAX_ROUNDS = 6
+
+
+def estimated_rounds(record: dict) -> list[dict]:
+    """Return the rounds of a run that carry an A estimate, at most MAX_ROUNDS of them."""
+    rounds = [entry for entry in record.get("rounds") or [] if entry.get("A") is not None]
+    if len(rounds) <= MAX_ROUNDS:
+        return rounds
+    chosen = np.unique(np.linspace(0, len(rounds) - 1, MAX_ROUNDS).round().astype(int))
+    return [rounds[index] for index in chosen]
+
+
+def _draw_row(fig, axes, matrices: list[np.ndarray], titles: list[str], label: str, domains: list[str]) -> None:
+    """Draw one row of heatmaps on a colour scale symmetric around 0 and shared by the row."""
+    limit = max(float(np.abs(matrix).max()) for matrix in matrices) or 1.0
+    image = None
+    for ax, matrix, title in zip(axes, matrices, titles):
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks(range(matrix.shape[1]), domains[: matrix.shape[1]], rotation=90, fontsize=7)
+        # Rows are evaluation sets: the training domains when A is square, else numbered.
+        eval_sets = domains if matrix.shape[0] == len(domains) else [str(index) for index in range(matrix.shape[0])]
+        ax.set_yticks(range(matrix.shape[0]), eval_sets, fontsize=7)
+    axes[0].set_ylabel(f"{label}\neval set", fontsize=8)
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
+
+
+def build_method(run, out_dir: Path) -> list[Path]:
+    """Write a_heatmaps_<method>.png and .pdf for one method's run; the caller checks it has estimates."""
+    rounds = estimated_rounds(run.mixing)
+    domains = list(run.final["domains"])
+    truth = {int(entry["step"]): np.asarray(entry["A"], dtype=float) for entry in run.mixing.get("true_A") or []}
+    with_truth = bool(truth) and all(int(entry["step"]) in truth for entry in rounds)
+    with figure(len(rounds), 2 if with_truth else 1, width=2.2, height=2.4) as (fig, axes):
+        titles = [f"step {entry['step']}" for entry in rounds]
+        _draw_row(fig, axes[: len(rounds)], [np.asarray(entry["A"], dtype=float) for entry in rounds], titles, "estimate", domains)
+        if with_truth:
+            true_matrices = [truth[int(entry["step"])] for entry in rounds]
+            _draw_row(fig, axes[len(rounds):], true_matrices, titles, "true A", domains)
+        for ax in axes:
+            ax.set_xlabel("training domain", fontsize=8)
+        fig.suptitle(f"$A^t$ of {run.mixing_label}, seed {run.seed}", fontsize=10)
+        return save_figure(fig, out_dir, f"{NAME}_{run.method}")
+
+
+def build(results_dir="results", experiment="sim", out_dir=None, seed=None) -> list[Path]:
+    """Write one heatmap figure per method whose run recorded A estimates."""
+    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment), seed)
+    online = [run for run in runs if estimated_rounds(run.mixing)]
+    if not online:
+        raise MissingInput(f"no run of experiment {experiment} at seed {shown_seed} recorded an A estimate (only online methods do)")
+    target = out_dir or default_out_dir(results_dir, experiment)
+    return [path for run in online for path in build_method(run, target)]
+
+
+if __name__ == "__main__":
+    run_script(build, __doc__.splitlines()[0])

@@ -1,0 +1,195 @@
+"""Shared parts of the figure scripts: reading an experiment's records and saving reproducible files.
+
+Every figure is drawn on a `matplotlib.figure.Figure` with the Agg canvas, never through pyplot,
+so building figures changes no global backend or state of the calling program.
+"""
+
+import argparse
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.style
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+log = logging.getLogger("mixbench.figures")
+
+FORMATS = ("png", "pdf")
+DPI = 150
+# Without these keys matplotlib writes its version (PNG) and the date (PDF) into the files,
+# so rebuilding a figure from the same records would change its bytes.
+METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None}}
+
+
+class MissingInput(Exception):
+    """A figure's inputs are absent from the results folder; the message names what is missing."""
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One method at one seed: its result file and the run records it points to.
+
+    `mixing` is the run in which the method chose its mixture: the proxy run of DoReMi and
+    DoGE (their final run trains on the proxy's averaged weights), else the final run.
+    """
+
+    method: str
+    seed: int
+    result: dict
+    final: dict
+    mixing: dict
+    extra: tuple[dict, ...]
+
+    @property
+    def mixing_label(self) -> str:
+        return f"{self.method} (proxy run)" if self.mixing is not self.final else self.method
+
+
+def experiment_dir(results_dir: str | Path, experiment: str) -> Path:
+    return Path(results_dir) / experiment
+
+
+def default_out_dir(results_dir: str | Path, experiment: str) -> Path:
+    """Return where an experiment's figures go: results_dir/<experiment>/figures."""
+    return experiment_dir(results_dir, experiment) / "figures"
+
+
+def read_record(results_dir: str | Path, run_id: str) -> dict | None:
+    """Return the record of run `run_id` from results_dir/runs, or None when it has none."""
+    path = Path(results_dir) / "runs" / run_id / "record.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def load_method_runs(results_dir: str | Path, experiment: str) -> list[MethodRun]:
+    """Read every method result of an experiment with its complete run records, sorted by method and seed.
+
+    A result whose final run, proxy run or extra runs lack a complete record is left out with a
+    warning. Raise MissingInput when the experiment has no method results or none is complete.
+    """
+    methods_dir = experiment_dir(results_dir, experiment) / "methods"
+    paths = sorted(methods_dir.glob("*.json"))
+    if not paths:
+        raise MissingInput(f"no method results under {methods_dir}")
+    runs = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        loaded = _load_runs_of(results_dir, result)
+        if isinstance(loaded, str):
+            log.warning("figures: leaving out %s: %s", path.name, loaded)
+            continue
+        runs.append(loaded)
+    if not runs:
+        raise MissingInput(f"no method result under {methods_dir} has complete run records in {Path(results_dir) / 'runs'}")
+    return sorted(runs, key=lambda run: (run.method, run.seed))
+
+
+def _load_runs_of(results_dir: str | Path, result: dict) -> MethodRun | str:
+    """Return the MethodRun of one result, or a reason why its records are unusable."""
+    final = read_record(results_dir, result["final_run"])
+    if final is None or final.get("status") != "complete":
+        return f"final run {result['final_run']} has no complete record"
+    extra = []
+    for entry in result.get("extra_runs") or []:
+        record = read_record(results_dir, entry["id"])
+        if record is None:
+            return f"{entry.get('role') or 'extra'} run {entry['id']} has no record"
+        extra.append(record)
+    proxies = [record for record in extra if record.get("role") == "proxy"]
+    mixing = proxies[0] if proxies else final
+    return MethodRun(result["method"], int(result["seed"]), result, final, mixing, tuple(extra))
+
+
+def pick_seed(runs: list[MethodRun], seed: int | None) -> tuple[int, list[MethodRun]]:
+    """Return the seed to show (the lowest recorded one when `seed` is None) and that seed's runs."""
+    seeds = sorted({run.seed for run in runs})
+    chosen = seeds[0] if seed is None else int(seed)
+    if chosen not in seeds:
+        raise MissingInput(f"no method results for seed {chosen} (recorded seeds: {', '.join(map(str, seeds))})")
+    return chosen, [run for run in runs if run.seed == chosen]
+
+
+def method_colors(methods: list[str]) -> dict[str, tuple]:
+    """Return one colour per method, fixed by the sorted method names, so figures agree with each other."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(set(methods)) <= 10 else "tab20"]
+    return {name: palette(index % palette.N) for index, name in enumerate(sorted(set(methods)))}
+
+
+@contextmanager
+def figure(columns: int, rows: int, width: float = 3.4, height: float = 2.6, **subplot_options) -> Iterator[tuple[Figure, list]]:
+    """Yield a figure with a grid of axes (flattened, row-major) drawn in matplotlib's default style.
+
+    The default style ignores the user's matplotlibrc, so the files depend only on the records.
+    """
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows, columns, squeeze=False, **subplot_options)
+        yield fig, list(axes.flat)
+
+
+def grid_shape(count: int, max_columns: int = 4) -> tuple[int, int]:
+    """Return (columns, rows) of a near-square grid with at most `max_columns` columns for `count` panels."""
+    columns = min(count, max_columns)
+    return columns, -(-count // columns)
+
+
+def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Write `fig` as out_dir/<stem>.<format> for each format, each file atomically; return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in formats:
+        if kind not in METADATA:
+            raise ValueError(f"figure format {kind!r} is not supported; use one of {', '.join(METADATA)}.")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=kind, dpi=DPI, metadata=METADATA[kind])
+        path = out_dir / f"{stem}.{kind}"
+        _write_bytes_atomic(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def _write_bytes_atomic(path: Path, payload: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, 0o644)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def script_arguments(description: str) -> argparse.Namespace:
+    """Parse the command line shared by the figure scripts."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--results-dir", default="results", help="results folder (default: results)")
+    parser.add_argument("--experiment", default="sim", help="experiment folder under the results folder (default: sim)")
+    parser.add_argument("--out-dir", default=None, help="output folder (default: RESULTS_DIR/EXPERIMENT/figures)")
+    parser.add_argument("--seed", type=int, default=None, help="seed whose runs are shown (default: the lowest recorded)")
+    return parser.parse_args()
+
+
+def run_script(build, description: str) -> None:
+    """Run one figure script from the command line: build the figure, or log what is missing."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    arguments = script_arguments(description)
+    try:
+        paths = build(arguments.results_dir, arguments.experiment, out_dir=arguments.out_dir, seed=arguments.seed)
+    except MissingInput as missing:
+        log.info("skipped: %s", missing)
+        return
+    for path in paths:
+        log.info("wrote %s", path)

@@ -1,0 +1,54 @@
+"""Figure: average test loss against total training compute, per method and seed.
+
+Compute is counted as the comparison table counts total_train_tokens: training and exploration
+tokens of the final run plus those of every extra run (probe, reference, proxy, single-domain).
+The test loss is the mean over domains of the final run's test losses.
+Run from the repository root: python -m paper_figures.loss_vs_compute --experiment sim
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from paper_figures.common import MethodRun, default_out_dir, figure, load_method_runs, method_colors, run_script, save_figure
+
+NAME = "loss_vs_compute"
+
+
+def total_tokens(run: MethodRun) -> float:
+    """Return the training plus exploration tokens of the final run and every extra run."""
+    total = 0.0
+    for record in (run.final, *run.extra):
+        compute = record.get("compute") or {}
+        total += float(compute.get("train_tokens") or 0) + float(compute.get("exploration_tokens") or 0)
+    return total
+
+
+def average_test_loss(run: MethodRun) -> float:
+    return float(np.mean(run.final["test_losses"]))
+
+
+def build(results_dir="results", experiment="sim", out_dir=None, seed=None) -> list[Path]:
+    """Draw every seed as a small point and each method's mean over seeds as a labelled marker; `seed` is unused."""
+    runs = load_method_runs(results_dir, experiment)
+    methods = list(dict.fromkeys(run.method for run in runs))
+    colors = method_colors(methods)
+    with figure(1, 1, width=5.5, height=4.0) as (fig, axes):
+        ax = axes[0]
+        for method in methods:
+            members = [run for run in runs if run.method == method]
+            tokens = np.array([total_tokens(run) for run in members])
+            losses = np.array([average_test_loss(run) for run in members])
+            ax.scatter(tokens, losses, color=colors[method], s=10, alpha=0.4, linewidths=0)
+            ax.scatter(tokens.mean(), losses.mean(), color=colors[method], s=40, edgecolors="black", linewidths=0.5,
+                       label=f"{method} ({len(members)} seeds)")
+        ax.set_xscale("log")
+        ax.set_xlabel("total training tokens (final and extra runs)")
+        ax.set_ylabel("average test loss over domains")
+        ax.legend(fontsize=7, loc="best")
+        ax.set_title(f"Test loss against compute, {experiment}", fontsize=10)
+        return save_figure(fig, out_dir or default_out_dir(results_dir, experiment), NAME)
+
+
+if __name__ == "__main__":
+    run_script(build, __doc__.splitlines()[0])

@@ -1,0 +1,52 @@
+"""Figure: validation loss per domain over training steps, one line per method.
+
+Reads the periodic validation evaluations (`metrics`) of each method's final run.
+Run from the repository root: python -m paper_figures.val_loss_curves --experiment sim
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from paper_figures.common import default_out_dir, figure, grid_shape, load_method_runs, method_colors, pick_seed, run_script, save_figure
+
+NAME = "val_loss_curves"
+
+
+def loss_curve(record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Return (steps, losses of shape steps x domains) of a run's validation evaluations."""
+    entries = [entry for entry in record.get("metrics") or [] if entry.get("split", "val") == "val"]
+    steps = np.array([int(entry["step"]) for entry in entries])
+    losses = np.array([entry["losses"] for entry in entries], dtype=float).reshape(len(entries), -1)
+    return steps, losses
+
+
+def build(results_dir="results", experiment="sim", out_dir=None, seed=None) -> list[Path]:
+    """Draw one panel per domain plus the domain average, and write val_loss_curves.png and .pdf."""
+    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment), seed)
+    domains = runs[0].final["domains"]
+    colors = method_colors([run.method for run in runs])
+    panels = [*domains, "average over domains"]
+    columns, rows = grid_shape(len(panels))
+    with figure(columns, rows) as (fig, axes):
+        for run in runs:
+            steps, losses = loss_curve(run.final)
+            # A run evaluated only at its end has a single point, which a bare line would not show.
+            style = {"color": colors[run.method], "label": run.method, "linewidth": 1.2, "marker": "o" if len(steps) < 3 else None}
+            for index, ax in enumerate(axes[: len(domains)]):
+                ax.plot(steps, losses[:, index], **style)
+            axes[len(domains)].plot(steps, losses.mean(axis=1), **style)
+        for ax, title in zip(axes, panels):
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("step")
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        axes[0].set_ylabel("validation loss")
+        handles, labels = axes[len(domains)].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6) or 1, fontsize=8)
+        fig.suptitle(f"Validation loss of the final runs, {experiment}, seed {shown_seed}")
+        return save_figure(fig, out_dir or default_out_dir(results_dir, experiment), NAME)
+
+
+if __name__ == "__main__":
+    run_script(build, __doc__.splitlines()[0])

@@ -1,0 +1,133 @@
+"""The Python API: the same Hydra configs as the command line, and results that match the records on disk."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mixbench
+from mixbench import api
+from mixbench.errors import ConfigError
+
+from conftest import TINY_MODEL, TINY_TRAIN
+
+SIM = ["experiment.methods=[stratified,natural]", "experiment.seeds=[0,1]", "sim.steps=200", "sim.eval_every=50", "sim.warmup_steps=20"]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def same_value(left, right) -> bool:
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left) and math.isnan(right):
+        return True
+    return left == right
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "null"),
+        (True, "true"),
+        (3, "3"),
+        (0.25, "0.25"),
+        ("natural", "natural"),
+        ("null", "'null'"),
+        ("/tmp/a b", "'/tmp/a b'"),
+        ("it's", "'it\\'s'"),
+        (Path("/tmp/x"), "'/tmp/x'"),
+        ([0.5, "wiki"], "[0.5,wiki]"),
+        ({"python": 0.5, "wiki": 0.5}, "{python:0.5,wiki:0.5}"),
+    ],
+)
+def test_override_value_grammar(value, expected):
+    assert api.override_value(value) == expected
+
+
+def test_compose_applies_keywords_and_overrides():
+    cfg = api.compose_config("run", method="natural", seed=1, overrides=["train.steps=50"])
+    assert cfg.method.name == "natural"
+    assert cfg.seed == 1
+    assert cfg.train.steps == 50
+
+    cfg = api.compose_config("run", method="fixed", overrides={"method.mixture": {"python": 0.5, "wiki": 0.5}, "results_dir": "/tmp/a b"})
+    assert dict(cfg.method.mixture) == {"python": 0.5, "wiki": 0.5}
+    assert cfg.results_dir == "/tmp/a b"
+
+    cfg = api.compose_config("figures", experiment="sim", figures=["a_heatmaps"])
+    assert cfg.experiment.name == "sim"
+    assert list(cfg.figures) == ["a_heatmaps"]
+
+
+def test_bad_calls_raise_clear_errors():
+    with pytest.raises(ConfigError, match="single string; pass a list"):
+        api.run(overrides="train.steps=5")
+    with pytest.raises(ConfigError, match="command 'train' is unknown"):
+        api.compose_config("train")
+    with pytest.raises(ConfigError, match="cannot be written as a Hydra override"):
+        api.compose_config("run", seed=object())
+
+
+def test_import_mixbench_stays_light():
+    code = "import sys, mixbench; assert 'hydra' not in sys.modules and 'torch' not in sys.modules; print(mixbench.api.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "mixbench.api"
+    assert mixbench.api is api
+
+
+def test_sim_benchmark_and_table_match_records(tmp_path):
+    results = tmp_path / "results"
+    rows = api.benchmark(experiment="sim", results_dir=results, overrides=SIM)
+    assert [row["method"] for row in rows] == ["natural", "stratified"]
+
+    # Each row is computed from the final-run records of the method's seeds.
+    for row in rows:
+        finals = [
+            read_json(results / "runs" / read_json(results / "sim" / "methods" / f"{row['method']}-seed{seed}.json")["final_run"] / "record.json")
+            for seed in (0, 1)
+        ]
+        assert row["seeds"] == 2
+        assert row["final_avg_loss"] == pytest.approx(sum(final["true_mean_loss"] for final in finals) / 2)
+        assert row["regret"] == pytest.approx(sum(final["regret"] for final in finals) / 2)
+        assert row["total_train_tokens"] == pytest.approx(finals[0]["compute"]["train_tokens"])
+
+    # The table rebuilt from records equals what the benchmark returned and what it wrote.
+    rebuilt = api.table(experiment="sim", results_dir=results)
+    assert len(rebuilt) == len(rows)
+    for row, again in zip(rows, rebuilt):
+        assert row.keys() == again.keys()
+        assert all(same_value(row[key], again[key]) for key in row), (row, again)
+    with (results / "sim" / "table.csv").open(newline="") as handle:
+        written = {line["method"]: line for line in csv.DictReader(handle)}
+    for row in rebuilt:
+        assert float(written[row["method"]]["final_avg_loss"]) == pytest.approx(row["final_avg_loss"])
+
+    built = api.figures(experiment="sim", results_dir=results, figures=["loss_vs_compute"])
+    assert [path.name for path in built["loss_vs_compute"]] == ["loss_vs_compute.png", "loss_vs_compute.pdf"]
+    assert all(path.is_file() for path in built["loss_vs_compute"])
+
+
+def corpus_overrides(text_folders: Path, cache: Path) -> list[str]:
+    items = ["data=folders", f"data.path={text_folders}", f"data.cache_dir={cache}"]
+    items += [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
+    items += [f"train.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in TINY_TRAIN.items()]
+    return items
+
+
+def test_run_returns_stored_record(text_folders, tmp_path):
+    results = tmp_path / "results"
+    result = api.run(method="natural", seed=1, results_dir=results, overrides=corpus_overrides(text_folders, tmp_path / "cache"))
+    assert (result.method, result.seed) == ("natural", 1)
+
+    stored = read_json(results / "runs" / result.final["id"] / "record.json")
+    for key in ("id", "status", "test_losses", "val_losses", "final_mixture", "metrics", "compute"):
+        assert stored[key] == result.final[key], key
+    assert stored["spec"]["train"]["steps"] == TINY_TRAIN["steps"]
+    saved = read_json(results / "runs" / "methods" / "natural-seed1.json")
+    assert saved["final_run"] == result.final["id"]
+    assert saved["seed"] == 1

@@ -1,0 +1,193 @@
+"""`mixbench figures` on simulator records: every file is written, valid, reproducible, and missing inputs are skipped."""
+
+import csv
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixbench import api
+from mixbench.errors import ConfigError
+from mixbench.figures import build_figures, figure_module
+
+SIM = ["experiment=sim", "experiment.methods=[stratified,doremi]", "experiment.seeds=[0]", "sim.steps=200", "sim.eval_every=50", "sim.warmup_steps=20"]
+STATIC_LAWS = ["experiment=laws_static_sim", "experiment.mixtures=8", "sim.steps=100", "sim.warmup_steps=10"]
+DYNAMIC_LAWS = ["experiment=laws_dynamic_sim", "experiment.children=8", "experiment.branch_step=50", "sim.steps=100", "sim.warmup_steps=10"]
+SIM_FIGURES = ["mixture_trajectories", "val_loss_curves", "a_heatmaps_doremi", "loss_vs_compute"]
+
+
+def mixbench(*args, cwd):
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "mixbench", *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder with a short simulator benchmark (stratified, doremi) and a static and a dynamic law sweep."""
+    root = tmp_path_factory.mktemp("figures")
+    # In-process through the Python API, which composes the same configs as the command line.
+    results = f"results_dir={root / 'results'}"
+    api.benchmark(overrides=[*SIM, results])
+    api.laws(overrides=[*STATIC_LAWS, results])
+    api.laws(overrides=[*DYNAMIC_LAWS, results])
+    return root
+
+
+def figure_files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def assert_valid_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG", path
+        width, height = image.size
+        image.verify()
+    assert width > 200, f"{path} is only {width} pixels wide"
+    assert height > 200, f"{path} is only {height} pixels high"
+
+
+def assert_valid_pdf(path: Path) -> None:
+    payload = path.read_bytes()
+    assert payload.startswith(b"%PDF-"), path
+    assert payload.rstrip().endswith(b"%%EOF"), path
+    assert len(re.findall(rb"/Type\s*/Page\b", payload)) == 1, f"{path} does not hold exactly one page"
+    assert b"CreationDate" not in payload, f"{path} carries a creation date"
+
+
+@pytest.fixture(scope="module")
+def sim_figures(workdir):
+    """The output of `mixbench figures experiment=sim` run once on the module's records."""
+    result = mixbench("figures", "experiment=sim", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_sim_figures_written_and_valid(workdir, sim_figures):
+    directory = workdir / "results" / "sim" / "figures"
+    expected = sorted(f"{stem}.{kind}" for stem in SIM_FIGURES for kind in ("png", "pdf"))
+    assert sorted(path.name for path in directory.iterdir()) == expected
+    for name in expected:
+        path = directory / name
+        assert_valid_png(path) if name.endswith(".png") else assert_valid_pdf(path)
+    # The sim folder contains no law report, so that figure is skipped with one line naming what is missing.
+    skipped = [line for line in sim_figures.stderr.splitlines() if "skipped" in line and "law_predictions" in line]
+    assert len(skipped) == 1, sim_figures.stderr[-3000:]
+    assert "_predictions.csv" in skipped[0]
+    assert "1 of 5 figures skipped" in sim_figures.stderr
+
+
+def test_rebuild_gives_identical_bytes(workdir, sim_figures):
+    directory = workdir / "results" / "sim" / "figures"
+    before = figure_files(directory)
+    shutil.rmtree(directory)
+
+    rebuilt = mixbench("figures", "experiment=sim", cwd=workdir)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    after = figure_files(directory)
+    assert sorted(after) == sorted(before)
+    changed = [name for name in before if before[name] != after[name]]
+    assert not changed, f"rebuilt figures differ: {changed}"
+
+
+def test_law_folders_build_prediction_figures(workdir, caplog):
+    caplog.set_level(logging.INFO)
+    results = workdir / "results"
+    for experiment, report in (("laws_static_sim", "laws_static"), ("laws_dynamic_sim", "laws_dynamic")):
+        built = build_figures(results, experiment, names=["law_predictions", "mixture_trajectories"])
+        assert [path.name for path in built["law_predictions"]] == [f"law_predictions_{report}.png", f"law_predictions_{report}.pdf"]
+        assert_valid_png(results / experiment / "figures" / f"law_predictions_{report}.png")
+        assert_valid_pdf(results / experiment / "figures" / f"law_predictions_{report}.pdf")
+        # A law folder has no method results: the mixture figure is skipped, not a crash.
+        assert built["mixture_trajectories"] == []
+        assert f"figure mixture_trajectories skipped: no method results under {results / experiment / 'methods'}" in caplog.text
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_static_predictions_match_held_out_runs(workdir):
+    directory = workdir / "results" / "laws_static_sim"
+    runs = json.loads((directory / "laws_static_runs.json").read_text())
+    held_out = {run["id"]: run["losses"] for run in runs["runs"] if run["split"] == "held_out"}
+    predictions = read_csv(directory / "laws_static_predictions.csv")
+    assert {row["run"] for row in predictions} == set(held_out)
+    domains = runs["domains"]
+    for row in predictions:
+        assert float(row["actual"]) == pytest.approx(held_out[row["run"]][domains.index(row["target"])], rel=1e-9)
+
+    # Each report row's MAE is the mean absolute error of its stored predictions.
+    for report in read_csv(directory / "laws_static.csv"):
+        if report["status"] != "ok":
+            continue
+        rows = [row for row in predictions if row["law"] == report["law"] and row["target"] == report["target"]]
+        assert len(rows) == int(report["n_test"])
+        errors = [abs(float(row["predicted"]) - float(row["actual"])) for row in rows]
+        assert np.mean(errors) == pytest.approx(float(report["mae"]), rel=1e-6, abs=1e-9)
+
+
+def test_dynamic_predictions_are_held_out_children(workdir):
+    directory = workdir / "results" / "laws_dynamic_sim"
+    fitted = json.loads((directory / "laws_dynamic_A.json").read_text())
+    predictions = read_csv(directory / "laws_dynamic_predictions.csv")
+    assert {row["run"] for row in predictions} == set(fitted["held_out"])
+    assert {row["quantity"] for row in predictions} == {"loss change"}
+    assert len(predictions) == len(fitted["held_out"]) * len(fitted["eval_sets"])
+
+
+def test_trajectory_points_follow_records(workdir):
+    results = workdir / "results"
+    common = figure_module("common")
+    runs = {run.method: run for run in common.load_method_runs(results, "sim")}
+    assert runs["doremi"].mixing["role"] == "proxy"
+    assert runs["stratified"].mixing is runs["stratified"].final
+
+    steps, mixtures = figure_module("mixture_trajectories").mixture_points(runs["doremi"].mixing)
+    trajectory = runs["doremi"].mixing["trajectory"]
+    assert steps[0] == 0
+    assert list(steps[1:]) == [entry["step"] for entry in trajectory]
+    np.testing.assert_allclose(mixtures[1:], [entry["mixture"] for entry in trajectory])
+    np.testing.assert_allclose(mixtures.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_compute_matches_table(workdir):
+    table = {row["method"]: row for row in read_csv(workdir / "results" / "sim" / "table.csv")}
+    compute = figure_module("loss_vs_compute")
+    for run in figure_module("common").load_method_runs(workdir / "results", "sim"):
+        assert compute.total_tokens(run) == pytest.approx(float(table[run.method]["total_train_tokens"]))
+    doremi = [run for run in figure_module("common").load_method_runs(workdir / "results", "sim") if run.method == "doremi"][0]
+    assert compute.total_tokens(doremi) > float(table["stratified"]["total_train_tokens"])
+
+
+def test_missing_record_leaves_method_out(workdir, tmp_path, caplog):
+    copy = tmp_path / "results"
+    shutil.copytree(workdir / "results", copy, ignore=shutil.ignore_patterns("figures"))
+    doremi = json.loads((copy / "sim" / "methods" / "doremi-seed0.json").read_text())
+    shutil.rmtree(copy / "runs" / doremi["final_run"])
+    caplog.set_level(logging.INFO)
+
+    built = build_figures(copy, "sim", names=["a_heatmaps", "loss_vs_compute"])
+    assert built["a_heatmaps"] == []
+    assert "figure a_heatmaps skipped: no run of experiment sim at seed 0 recorded an A estimate" in caplog.text
+    assert "leaving out doremi-seed0.json: final run" in caplog.text
+    assert [path.name for path in built["loss_vs_compute"]] == ["loss_vs_compute.png", "loss_vs_compute.pdf"]
+
+
+def test_bad_requests_raise_clear_errors(workdir):
+    results = workdir / "results"
+    with pytest.raises(ConfigError, match="unknown figures heatmap; the figures are mixture_trajectories"):
+        build_figures(results, "sim", names=["heatmap"])
+    with pytest.raises(ConfigError, match="experiment folder .*nosuch not found"):
+        build_figures(results, "nosuch")
+    with pytest.raises(ConfigError, match="seed='1' is invalid"):
+        build_figures(results, "sim", seed="1")
+    assert build_figures(results, "sim", names=["mixture_trajectories"], seed=7) == {"mixture_trajectories": []}

@@ -1,0 +1,277 @@
+"""Parallel sweeps: thread division, runs shared by parallel members, parallel against sequential
+records, and the SLURM launcher config. Sweeps run the real command line with Hydra's joblib
+launcher and train real tiny models on the small real-text corpus."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL, TINY_TRAIN
+from mixbench.errors import ConfigError
+from mixbench.threads import joblib_members, member_threads, set_torch_threads
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def sweep_overrides(text_folders: Path, cache: Path, **train) -> list[str]:
+    items = ["data=folders", f"data.path={text_folders}", f"data.cache_dir={cache}", "data.val_fraction=0.15", "data.test_fraction=0.15"]
+    items += [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
+    settings = {**TINY_TRAIN, "checkpoint_every": 0, "test_tokens": 512, **train}
+    items += [f"train.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in settings.items()]
+    return items
+
+
+def mixbench(*args, cwd, env=None):
+    environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "mixbench", *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=600)
+
+
+# ---------------------------------------------------------------- thread division
+
+
+@pytest.mark.parametrize(
+    "threads, members, cores, expected",
+    [
+        (2, 1, 2, 2),  # a sequential sweep or a single run keeps the count
+        (2, 2, 2, 1),  # two parallel members share two threads
+        (1, 2, 2, 1),  # never below one thread
+        (3, 2, 16, 1),
+        ("auto", 1, 8, 8),  # auto: every core
+        ("auto", 3, 8, 2),
+        (0, 2, 8, 0),  # 0 leaves torch's default
+    ],
+)
+def test_member_threads_divides_count(threads, members, cores, expected):
+    assert member_threads(threads, members, cores) == expected
+
+
+@pytest.mark.parametrize("threads", [-1, "two", True, 1.5])
+def test_member_threads_rejects_invalid(threads):
+    with pytest.raises(ConfigError, match="train.threads"):
+        member_threads(threads, 1, 4)
+
+
+@pytest.mark.parametrize("n_jobs, cores, expected", [(2, 8, 2), (-1, 8, 8), (-2, 8, 7), (-20, 8, 1)])
+def test_joblib_members_follows_joblib(n_jobs, cores, expected):
+    assert joblib_members(n_jobs, cores) == expected
+
+
+def test_joblib_members_rejects_zero():
+    with pytest.raises(ConfigError, match="hydra.launcher.n_jobs=0"):
+        joblib_members(0, 4)
+
+
+def test_set_torch_threads_records_count():
+    from omegaconf import OmegaConf
+
+    before = torch.get_num_threads()
+    try:
+        train = OmegaConf.create({"threads": "auto", "steps": 3})
+        OmegaConf.set_struct(train, True)
+        used = set_torch_threads(train)
+        # Outside a Hydra sweep there is one member, so auto means every available core.
+        assert used == len(os.sched_getaffinity(0))
+        assert train.threads == used == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- runs shared by parallel members
+
+# Instruments a sweep member without replacing any training: it logs each run request, each
+# training of a run, and each returned record to $SWEEP_EVENTS, one O_APPEND write per line. The
+# member that trains the uniform run holds its lock until another member has requested the same
+# run, so the two members are sure to meet on it.
+COUNTING_PLUGIN = '''
+import json
+import os
+import time
+
+from mixbench import engine
+from mixbench.runs import RunStore
+
+EVENTS = os.environ["SWEEP_EVENTS"]
+
+
+def write(event, spec, **extra):
+    line = json.dumps({"event": event, "pid": os.getpid(), "id": spec.id, "role": spec.role, "time": time.time(), **extra})
+    handle = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(handle, (line + "\\n").encode())
+    os.close(handle)
+
+
+def requested_elsewhere(spec):
+    with open(EVENTS) as handle:
+        events = [json.loads(line) for line in handle]
+    return any(e["event"] == "request" and e["id"] == spec.id and e["pid"] != os.getpid() for e in events)
+
+
+store_get_or_run = RunStore.get_or_run
+engine_execute_run = engine.execute_run
+
+
+def get_or_run(self, spec, train, main=True):
+    write("request", spec)
+    record, reused = store_get_or_run(self, spec, train, main)
+    write("returned", spec, reused=reused)
+    return record, reused
+
+
+def execute_run(spec, *args, **kwargs):
+    write("train", spec)
+    if spec.mixture is not None and len(set(spec.mixture)) == 1:
+        deadline = time.time() + 90
+        while not requested_elsewhere(spec) and time.time() < deadline:
+            time.sleep(0.05)
+    return engine_execute_run(spec, *args, **kwargs)
+
+
+RunStore.get_or_run = get_or_run
+engine.execute_run = execute_run
+'''
+
+
+@pytest.mark.slow
+def test_parallel_members_train_shared_run_once(text_folders, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "sweep_counter.py").write_text(COUNTING_PLUGIN)
+    events = tmp_path / "events.jsonl"
+    common = sweep_overrides(text_folders, tmp_path / "cache")
+    # DoReMi's reference run is the stratified run, so both members need it.
+    result = mixbench(
+        "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common,
+        "method=stratified,doremi", "seed=0", "plugins=[sweep_counter]",
+        cwd=tmp_path, env={"PYTHONPATH": str(plugins), "SWEEP_EVENTS": str(events)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    methods = tmp_path / "results" / "runs" / "methods"
+    stratified = json.loads((methods / "stratified-seed0.json").read_text())
+    doremi = json.loads((methods / "doremi-seed0.json").read_text())
+    shared = stratified["final_run"]
+    assert shared in [run["id"] for run in doremi["extra_runs"]]
+
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    requests = [e for e in log if e["event"] == "request" and e["id"] == shared]
+    trainings = [e for e in log if e["event"] == "train" and e["id"] == shared]
+    returns = {e["pid"]: e for e in log if e["event"] == "returned" and e["id"] == shared}
+    assert len({e["pid"] for e in requests}) == 2, "both members must request the shared run"
+    assert len(trainings) == 1, f"the shared run was trained {len(trainings)} times"
+    trainer = trainings[0]["pid"]
+    waiter = next(e["pid"] for e in requests if e["pid"] != trainer)
+    assert returns[trainer]["reused"] is False
+    assert returns[waiter]["reused"] is True
+    # The other member asked while the run was training, so it waited on the run's lock.
+    waiter_request = next(e for e in requests if e["pid"] == waiter)
+    assert waiter_request["time"] < returns[trainer]["time"]
+    assert f"run {shared} (reference): reusing the stored record" in result.stderr or (
+        f"run {shared} (final): reusing the stored record" in result.stderr
+    )
+
+
+# ---------------------------------------------------------------- parallel against sequential
+
+
+def _without_times(value):
+    """Drop wall-time fields (keys ending in _time_s), the only fields a rerun may change."""
+    if isinstance(value, dict):
+        return {key: _without_times(item) for key, item in value.items() if not key.endswith("_time_s")}
+    if isinstance(value, list):
+        return [_without_times(item) for item in value]
+    return value
+
+
+def _records(results: Path) -> dict:
+    return {path.parent.name: json.loads(path.read_text()) for path in (results / "runs").glob("*/record.json")}
+
+
+@pytest.mark.slow
+def test_parallel_sweep_matches_sequential(text_folders, tmp_path):
+    common = sweep_overrides(text_folders, tmp_path / "cache", steps=30, warmup_steps=3, eval_every=10)
+    sweep = ["method=natural,odm", "seed=0,1"]
+    sequential = mixbench("run", "-m", *common, "train.threads=1", *sweep, "results_dir=sequential", cwd=tmp_path)
+    assert sequential.returncode == 0, sequential.stderr[-3000:]
+    # Two threads divided between two parallel members: one each, as in the sequential sweep.
+    parallel = mixbench(
+        "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common, "train.threads=2", *sweep,
+        "results_dir=parallel", cwd=tmp_path,
+    )  # fmt: skip
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert "backend=loky" in parallel.stdout
+    assert parallel.stderr.count("torch threads: 1 per member (train.threads=2, 2 parallel sweep members)") == 4
+
+    first, second = _records(tmp_path / "sequential"), _records(tmp_path / "parallel")
+    assert len(first) == 4
+    assert sorted(first) == sorted(second)
+    for run_id, record in first.items():
+        other = second[run_id]
+        assert record["spec"]["train"]["threads"] == other["spec"]["train"]["threads"] == 1
+        assert record["test_losses"] == other["test_losses"], run_id
+        assert record["final_mixture"] == other["final_mixture"], run_id
+        assert _without_times(record) == _without_times(other), run_id
+        weights = torch.load(tmp_path / "sequential" / "runs" / run_id / "final_model.pt")
+        parallel_weights = torch.load(tmp_path / "parallel" / "runs" / run_id / "final_model.pt")
+        assert all(torch.equal(weights[name], parallel_weights[name]) for name in weights), run_id
+
+    for path in sorted((tmp_path / "sequential" / "runs" / "methods").glob("*.json")):
+        other = tmp_path / "parallel" / "runs" / "methods" / path.name
+        assert _without_times(json.loads(path.read_text())) == _without_times(json.loads(other.read_text())), path.name
+
+
+# ---------------------------------------------------------------- SLURM launcher config
+
+
+def test_slurm_launcher_config_submits_array(tmp_path, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]' to test the SLURM config")
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    # submitit's SLURM executor only checks that srun exists. Nothing is submitted here, because
+    # map_array (the call that would run sbatch) is replaced by one that keeps the executor.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    submitted = {}
+
+    def keep_executor(executor, function, *arguments):
+        submitted["executor"], submitted["members"] = executor, len(arguments[0])
+        return []
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", keep_executor)
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher_cfg = cfg.hydra.launcher
+    assert launcher_cfg._target_.endswith("SlurmLauncher")
+    assert launcher_cfg.partition == "gpu"
+    assert launcher_cfg.tasks_per_node == 1
+    for field in ("gpus_per_node", "cpus_per_task", "timeout_min", "mem_gb", "array_parallelism"):
+        assert isinstance(launcher_cfg[field], int) and launcher_cfg[field] > 0, field
+
+    launcher = instantiate(launcher_cfg)
+    launcher.setup(hydra_context=None, task_function=lambda cfg: None, config=cfg)
+    launcher.launch([["method=stratified", "seed=0"], ["method=natural", "seed=0"]], initial_job_idx=0)
+    assert submitted["members"] == 2
+
+    executor = submitted["executor"]._executor
+    assert executor.parameters["array_parallelism"] == launcher_cfg.array_parallelism
+    script = executor._make_submission_file_text("python -m mixbench", "test")
+    for line in (
+        "#SBATCH --partition=gpu",
+        f"#SBATCH --gpus-per-node={launcher_cfg.gpus_per_node}",
+        f"#SBATCH --cpus-per-task={launcher_cfg.cpus_per_task}",
+        f"#SBATCH --time={launcher_cfg.timeout_min}",
+        f"#SBATCH --mem={launcher_cfg.mem_gb}GB",
+        "#SBATCH --ntasks-per-node=1",
+    ):
+        assert line in script, line

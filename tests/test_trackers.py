@@ -1,0 +1,116 @@
+"""Optional experiment trackers: TensorBoard event files from real runs, unchanged results, and
+clear errors for unknown or missing trackers."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import TINY_MODEL, TINY_TRAIN
+from mixbench.engine import run_method
+from mixbench.errors import ConfigError
+from mixbench.runs import RunStore
+from mixbench.setting import CorpusSetting
+from mixbench.trackers import tracker_names
+
+
+def setting_with(corpus, **train) -> CorpusSetting:
+    return CorpusSetting("test", corpus, corpus.domains, dict(TINY_MODEL), {**TINY_TRAIN, **train})
+
+
+def _without_times(value):
+    if isinstance(value, dict):
+        return {key: _without_times(item) for key, item in value.items() if not key.endswith("_time_s")}
+    if isinstance(value, list):
+        return [_without_times(item) for item in value]
+    return value
+
+
+def test_tensorboard_logs_losses_and_mixture(small_corpus, tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install tensorboard to test the TensorBoard tracker")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    setting = setting_with(small_corpus, trackers=["tensorboard"], tracker_dir=str(tmp_path / "tb"))
+    result = run_method({"name": "odm"}, setting, RunStore(tmp_path / "results"), seed=0)
+    record = result.final
+    logs = tmp_path / "tb" / f"final-{record['id']}"
+    assert list(logs.glob("events.out.tfevents.*")), f"no event file in {logs}"
+
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    steps = int(TINY_TRAIN["steps"])
+    train_loss = events.Scalars("train/loss")
+    assert [event.step for event in train_loss] == list(range(1, steps + 1))
+    assert all(np.isfinite(event.value) for event in train_loss)
+
+    evaluated = [entry["step"] for entry in record["metrics"]]
+    assert evaluated == [4, 8, 12]
+    for index, domain in enumerate(setting.domains):
+        logged = events.Scalars(f"val/{domain}")
+        assert [event.step for event in logged] == evaluated
+        expected = [entry["losses"][index] for entry in record["metrics"]]
+        np.testing.assert_allclose([event.value for event in logged], expected, rtol=1e-6)
+        mixture = {event.step: event.value for event in events.Scalars(f"mixture/{domain}")}
+        assert sorted(mixture) == list(range(1, steps + 1))
+        for entry in record["trajectory"]:
+            assert mixture[entry["step"]] == pytest.approx(entry["mixture"][index], rel=1e-6)
+    mean = events.Scalars("val/mean")
+    np.testing.assert_allclose([event.value for event in mean], [np.mean(entry["losses"]) for entry in record["metrics"]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["odm", "doremi"])
+def test_trackers_leave_records_unchanged(small_corpus, tmp_path, method):
+    pytest.importorskip("tensorboard", reason="pip install tensorboard to test the TensorBoard tracker")
+    # ODM and the DoReMi proxy change their mixture every step, so a tracked run, trained one
+    # step per call, must still match the untracked run, trained in chunks, exactly. DoReMi's
+    # retrain also depends on the proxy's step-averaged mixture.
+    config = {"name": method}
+    plain = run_method(config, setting_with(small_corpus), RunStore(tmp_path / "plain"), seed=1).final
+    tracked_setting = setting_with(small_corpus, trackers=["tensorboard"], tracker_dir=str(tmp_path / "tb"))
+    tracked = run_method(config, tracked_setting, RunStore(tmp_path / "tracked"), seed=1).final
+
+    assert tracked["id"] == plain["id"]
+    assert tracked["test_losses"] == plain["test_losses"]
+    assert tracked["final_mixture"] == plain["final_mixture"]
+    for key in ("spec", "compute", "git_commit"):
+        tracked.pop(key)
+        plain.pop(key)
+    assert _without_times(tracked) == _without_times(plain)
+
+
+def test_trackers_off_by_default(small_corpus, tmp_path):
+    setting = setting_with(small_corpus)
+    assert "trackers" not in setting.train
+    record = run_method({"name": "stratified"}, setting, RunStore(tmp_path / "results"), seed=0).final
+    run_dir = tmp_path / "results" / "runs" / record["id"]
+    assert not list(run_dir.rglob("events.out.tfevents.*"))
+
+
+def test_missing_tensorboard_named_before_training(small_corpus, tmp_path, monkeypatch):
+    # A None entry in sys.modules is how Python marks a module as not importable.
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    setting = setting_with(small_corpus, trackers=["tensorboard"], tracker_dir=str(tmp_path / "tb"))
+    store = RunStore(tmp_path / "results")
+    with pytest.raises(ConfigError, match=r"pip install tensorboard"):
+        run_method({"name": "stratified"}, setting, store, seed=0)
+    assert list(store.records()) == []
+    assert not list((tmp_path / "results" / "runs").rglob("final_model.pt"))
+    assert not (tmp_path / "tb").exists()
+
+
+def test_missing_wandb_names_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ConfigError, match=r"'wandb' but the wandb package is not installed; run `pip install wandb`"):
+        tracker_names({"trackers": ["wandb"]})
+
+
+def test_unknown_tracker_rejected():
+    with pytest.raises(ConfigError, match=r"'mlflow', which is not a supported tracker; use any of tensorboard, wandb"):
+        tracker_names({"trackers": ["mlflow"]})
+
+
+def test_tracker_names_default_empty():
+    assert tracker_names({}) == []
+    assert tracker_names({"trackers": None}) == []
+    assert tracker_names({"trackers": []}) == []
