@@ -169,6 +169,7 @@ def benchmark(cfg):
                 save_method_result(result, directory)
     if not setting.is_main_process():
         return None
+    _warn_other_seeds(directory, seeds)
     rows = table_for(directory, store)
     if failures:
         raise RunFailedError(
@@ -176,6 +177,17 @@ def benchmark(cfg):
             f"each is in its file under {directory}/methods and in its run record."
         )
     return rows
+
+
+def _warn_other_seeds(directory: Path, seeds: list[int]) -> None:
+    """Say so when the table will also summarise seeds of earlier runs that this command did not request."""
+    earlier = sorted({int(result["seed"]) for result in load_results(directory)} - set(seeds))
+    if earlier:
+        log.warning(
+            "the table of %s also includes seeds %s from earlier runs; use another experiment.name for a table of "
+            "seeds %s alone, or `mixbench table 'table.seeds=%s'` for a filtered copy.",
+            directory, earlier, seeds, seeds,
+        )
 
 
 def _applicable(names, configs, setting, seed, every: bool, skipped: dict | None = None) -> list[str]:

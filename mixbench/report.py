@@ -615,13 +615,17 @@ def to_latex(table: Table, title: str) -> str:
 
 
 def write_tables(table: Table, directory: Path, title: str) -> list[Path]:
-    """Write `table.md`, `table.csv` and `table.tex` into `directory` atomically and return their paths."""
+    """Write `table.md`, `table.csv` and `table.tex` into `directory` atomically and return their paths.
+
+    A filtered table goes to `table-filtered.*` instead, so that it never replaces the full table.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    stem = "table-filtered" if table.filters.describe() else "table"
     contents = {
-        "table.md": render_markdown(table, title),
-        "table.csv": to_csv(table.rows, table.kind.headline),
-        "table.tex": to_latex(table, title),
+        f"{stem}.md": render_markdown(table, title),
+        f"{stem}.csv": to_csv(table.rows, table.kind.headline),
+        f"{stem}.tex": to_latex(table, title),
     }
     paths = []
     for name, text in contents.items():

@@ -182,11 +182,13 @@ def test_filters_keep_chosen_rows_only(tmp_path):
     # Stratified stays the baseline: seeds 0 and 2 give differences -1 and -1.
     assert rows[0]["delta_vs_stratified"] == pytest.approx(-1.0)
     assert rows[0]["paired_seeds"] == 2
-    markdown = (records.experiment / "table.md").read_text()
+    # A filtered table is written beside the full one, never over it.
+    assert not (records.experiment / "table.md").exists()
+    markdown = (records.experiment / "table-filtered.md").read_text()
     assert "| stratified |" not in markdown
     assert "| dml |" not in markdown
     assert "Filtered to methods=[natural]; settings=[three]; seeds=[0, 2]." in markdown
-    assert {row["method"] for row in csv_rows(records.experiment / "table.csv")} == {"natural"}
+    assert {row["method"] for row in csv_rows(records.experiment / "table-filtered.csv")} == {"natural"}
 
     rows = command("table", [*base, "table.settings=[default-aaaa1111]"])
     assert {row["setting"] for row in rows} == {"default-aaaa1111"}
