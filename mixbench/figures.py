@@ -79,17 +79,26 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
             f"experiment folder {directory} not found; run `mixbench benchmark experiment={experiment}` (or a law sweep) "
             f"first, or set results_dir=PATH."
         )
-    missing_input = figure_module("common").MissingInput
+    common = figure_module("common")
+    # An experiment run in several settings (data=default and data=three, say) gets one folder of
+    # figures per setting, because their domains differ.
+    settings = common.experiment_settings(results_dir, str(experiment)) if (directory / "methods").is_dir() else []
+    targets = [(None, out_dir)]
+    if len(settings) > 1:
+        base = Path(out_dir) if out_dir else common.default_out_dir(results_dir, str(experiment))
+        targets = [(label, base / label) for label in settings]
     written: dict[str, list[Path]] = {}
     for name in selected:
         module = figure_module(name)
-        try:
-            written[name] = module.build(results_dir, str(experiment), out_dir=out_dir, seed=seed)
-        except missing_input as missing:
-            log.info("figure %s skipped: %s", name, missing)
-            written[name] = []
-            continue
-        log.info("figure %s: wrote %s", name, ", ".join(path.name for path in written[name]))
+        written[name] = []
+        for setting, target in targets:
+            try:
+                paths = module.build(results_dir, str(experiment), out_dir=target, seed=seed, setting=setting)
+            except common.MissingInput as missing:
+                log.info("figure %s skipped%s: %s", name, f" for {setting}" if setting else "", missing)
+                continue
+            written[name] += paths
+            log.info("figure %s: wrote %s", name, ", ".join(str(path.relative_to(path.parents[1])) if setting else path.name for path in paths))
     return written
 
 

@@ -58,9 +58,9 @@ def build_method(run, out_dir: Path) -> list[Path]:
         return save_figure(fig, out_dir, f"{NAME}_{run.method}")
 
 
-def build(results_dir="results", experiment="sim", out_dir=None, seed=None) -> list[Path]:
+def build(results_dir="results", experiment="sim", out_dir=None, seed=None, setting=None) -> list[Path]:
     """Write one heatmap figure per method whose run recorded A estimates."""
-    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment), seed)
+    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment, setting), seed)
     online = [run for run in runs if estimated_rounds(run.mixing)]
     if not online:
         raise MissingInput(f"no run of experiment {experiment} at seed {shown_seed} recorded an A estimate (only online methods do)")

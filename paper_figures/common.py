@@ -69,11 +69,25 @@ def read_record(results_dir: str | Path, run_id: str) -> dict | None:
     return json.loads(path.read_text())
 
 
-def load_method_runs(results_dir: str | Path, experiment: str) -> list[MethodRun]:
-    """Read every method result of an experiment with its complete run records, sorted by method and seed.
+def result_setting(result: dict) -> str:
+    """Return the setting label of a method result (`default-1a2b3c4d`; `unnamed` in older results)."""
+    from mixbench.engine import setting_label
 
-    A result whose final run, proxy run or extra runs lack a complete record is left out with a
-    warning. Raise MissingInput when the experiment has no method results or none is complete.
+    return setting_label(result.get("setting"))
+
+
+def experiment_settings(results_dir: str | Path, experiment: str) -> list[str]:
+    """Return the sorted setting labels of an experiment's method results."""
+    paths = (experiment_dir(results_dir, experiment) / "methods").glob("*.json")
+    return sorted({result_setting(json.loads(path.read_text())) for path in paths})
+
+
+def load_method_runs(results_dir: str | Path, experiment: str, setting: str | None = None) -> list[MethodRun]:
+    """Read every method result of an experiment (of one setting, when given) with its complete run records.
+
+    Results are sorted by method and seed. A result whose final run, proxy run or extra runs lack a
+    complete record is left out with a warning. Raise MissingInput when the experiment has no
+    method results or none is complete.
     """
     methods_dir = experiment_dir(results_dir, experiment) / "methods"
     paths = sorted(methods_dir.glob("*.json"))
@@ -82,6 +96,8 @@ def load_method_runs(results_dir: str | Path, experiment: str) -> list[MethodRun
     runs = []
     for path in paths:
         result = json.loads(path.read_text())
+        if setting is not None and result_setting(result) != setting:
+            continue
         loaded = _load_runs_of(results_dir, result)
         if isinstance(loaded, str):
             log.warning("figures: leaving out %s: %s", path.name, loaded)

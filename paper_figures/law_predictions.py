@@ -72,7 +72,7 @@ def build_file(path: Path, out_dir: Path) -> list[Path]:
         return save_figure(fig, out_dir, f"{NAME}_{report}")
 
 
-def build(results_dir="results", experiment="laws_static", out_dir=None, seed=None) -> list[Path]:
+def build(results_dir="results", experiment="laws_static", out_dir=None, seed=None, setting=None) -> list[Path]:
     """Write one figure per *_predictions.csv in the experiment folder; `seed` is unused."""
     directory = experiment_dir(results_dir, experiment)
     files = sorted(directory.glob("*_predictions.csv"))

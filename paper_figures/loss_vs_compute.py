@@ -28,9 +28,9 @@ def average_test_loss(run: MethodRun) -> float:
     return float(np.mean(run.final["test_losses"]))
 
 
-def build(results_dir="results", experiment="sim", out_dir=None, seed=None) -> list[Path]:
+def build(results_dir="results", experiment="sim", out_dir=None, seed=None, setting=None) -> list[Path]:
     """Draw every seed as a small point and each method's mean over seeds as a labelled marker; `seed` is unused."""
-    runs = load_method_runs(results_dir, experiment)
+    runs = load_method_runs(results_dir, experiment, setting)
     methods = list(dict.fromkeys(run.method for run in runs))
     colors = method_colors(methods)
     with figure(1, 1, width=5.5, height=4.0) as (fig, axes):

@@ -39,9 +39,9 @@ def mixture_points(record: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(steps), np.asarray(mixtures, dtype=float)
 
 
-def build(results_dir="results", experiment="sim", out_dir=None, seed=None) -> list[Path]:
+def build(results_dir="results", experiment="sim", out_dir=None, seed=None, setting=None) -> list[Path]:
     """Draw one panel per method (the runs of one seed) and write mixture_trajectories.png and .pdf."""
-    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment), seed)
+    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment, setting), seed)
     domains = runs[0].final["domains"]
     columns, rows = grid_shape(len(runs))
     with figure(columns, rows, sharey=True) as (fig, axes):

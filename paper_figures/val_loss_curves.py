@@ -21,9 +21,9 @@ def loss_curve(record: dict) -> tuple[np.ndarray, np.ndarray]:
     return steps, losses
 
 
-def build(results_dir="results", experiment="sim", out_dir=None, seed=None) -> list[Path]:
+def build(results_dir="results", experiment="sim", out_dir=None, seed=None, setting=None) -> list[Path]:
     """Draw one panel per domain plus the domain average, and write val_loss_curves.png and .pdf."""
-    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment), seed)
+    shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment, setting), seed)
     domains = runs[0].final["domains"]
     colors = method_colors([run.method for run in runs])
     panels = [*domains, "average over domains"]

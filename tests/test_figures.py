@@ -191,3 +191,19 @@ def test_bad_requests_raise_clear_errors(workdir):
     with pytest.raises(ConfigError, match="seed='1' is invalid"):
         build_figures(results, "sim", seed="1")
     assert build_figures(results, "sim", names=["mixture_trajectories"], seed=7) == {"mixture_trajectories": []}
+
+
+def test_two_settings_get_one_folder_each(tmp_path):
+    results = tmp_path / "results"
+    api.benchmark(overrides=[*SIM, f"results_dir={results}"])
+    api.benchmark(overrides=[*SIM, f"results_dir={results}", "sim.domains=3"])
+    written = build_figures(results, "sim", names=["val_loss_curves", "loss_vs_compute"])
+
+    # Their domains differ, so each setting's runs are drawn apart, in a folder named by its label.
+    folders = sorted(path.name for path in (results / "sim" / "figures").iterdir())
+    assert len(folders) == 2
+    assert all(re.fullmatch(r"sim-[0-9a-f]{8}", name) for name in folders)
+    assert len(written["val_loss_curves"]) == 4
+    for folder in folders:
+        assert sorted(figure_files(results / "sim" / "figures" / folder)) == [
+            "loss_vs_compute.pdf", "loss_vs_compute.png", "val_loss_curves.pdf", "val_loss_curves.png"]

@@ -50,9 +50,11 @@ def test_doremi_reference_is_the_stratified_run(tmp_path):
     setting, store = SimSetting(sim_config(**SMALL)), RunStore(tmp_path)
     stratified = run_method({"name": "stratified"}, setting, store, seed=0)
     doremi = run_method(method_config("doremi"), setting, store, seed=0)
-    # The reference run is the stored stratified run, so its record keeps the role "final".
+    # The reference run is the stored stratified run: trained once, and listed by its use here.
     assert doremi.extra[0]["id"] == stratified.final["id"]
-    assert doremi.extra[0]["role"] == "final"
+    assert doremi.extra[0]["role"] == "reference"
+    assert store.record(stratified.final["id"])["role"] == "final"
+    assert doremi.to_dict()["extra_runs"][0] == {"id": stratified.final["id"], "role": "reference"}
 
 
 def test_doremi_record_names_its_normalization(tmp_path):
@@ -156,13 +158,3 @@ def test_aioli_beats_stratified_on_default_sim(tmp_path):
     # learning rate, measures drops of the size of the noise; the earlier rounds score 0.88-1.0.
     assert np.mean(scores) >= 0.85, scores
 
-
-def test_shared_reference_keeps_its_role(tmp_path):
-    # The stratified final run is also DoReMi's reference: trained once, listed by its use.
-    setting, store = SimSetting(sim_config(steps=60, warmup_steps=6, eval_every=30)), RunStore(tmp_path)
-    stratified = run_method({"name": "stratified"}, setting, store, seed=0)
-    doremi = run_method(method_config("doremi"), setting, store, seed=0)
-    roles = {record["id"]: record["role"] for record in doremi.extra}
-    assert roles[stratified.final["id"]] == "reference"
-    assert store.record(stratified.final["id"])["role"] == "final"
-    assert doremi.to_dict()["extra_runs"][0] == {"id": stratified.final["id"], "role": "reference"}
