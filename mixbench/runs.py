@@ -161,6 +161,19 @@ def provenance() -> dict:
     return {"mixbench_version": mixbench.__version__, "git_commit": git_commit()}
 
 
+@contextlib.contextmanager
+def folder_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `directory/.lock` (creating the folder), across processes."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class RunStore:
     """A folder of run directories keyed by spec id."""
 
@@ -198,17 +211,9 @@ class RunStore:
             with path.open() as handle:
                 yield json.load(handle)
 
-    @contextlib.contextmanager
-    def lock(self, spec: RunSpec) -> Iterator[None]:
+    def lock(self, spec: RunSpec):
         """Hold an exclusive lock on a run, so that parallel sweep members train it once."""
-        directory = self.run_dir(spec)
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return folder_lock(self.run_dir(spec))
 
     def get_or_run(self, spec: RunSpec, train: Callable[[RunSpec, Path], dict], main: bool = True) -> tuple[dict, bool]:
         """Return `(record, reused)`: the stored record, or the record of a new run of `train`.

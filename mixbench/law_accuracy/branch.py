@@ -11,14 +11,11 @@ state (parent_state.pt), and children/<key>.json, where the key hashes the paren
 step, the child mixture and the window. Re-running trains only the children without a record.
 """
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ from mixbench.law_accuracy.command import log_skipped, mark_undefined
 from mixbench.law_accuracy.dynamic_fit import fit_and_score, sweep_markdown
 from mixbench.law_accuracy.report import predictions_path, write_predictions, write_report
 from mixbench.law_accuracy.sweeps import build_setting, choice_option, fraction_option, int_option, split_rows
-from mixbench.runs import HASH_DECIMALS, RunSpec, write_json_atomic, write_text_atomic
+from mixbench.runs import HASH_DECIMALS, RunSpec, folder_lock, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design, validate_mixture
 
 log = logging.getLogger(__name__)
@@ -79,18 +76,6 @@ def child_key(parent: RunSpec, step: int, mixture: np.ndarray, window: int) -> s
     content = {"parent": parent.id, "step": step, "mixture": [round(float(w), HASH_DECIMALS) for w in mixture], "window": window}
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a branch folder, so that parallel sweeps train each child once."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _save_state(path: Path, state: Any) -> None:
@@ -173,7 +158,8 @@ def branch_children(setting, spec: RunSpec, step: int, mixtures: np.ndarray, win
     directory = branch_directory(root, spec, step)
     keys = [child_key(spec, step, mixture, window) for mixture in mixtures]
     paths = [directory / "children" / f"{key}.json" for key in keys]
-    with _locked(directory):
+    # Parallel sweeps train each child once.
+    with folder_lock(directory):
         missing = [i for i, path in enumerate(paths) if not path.exists()]
         if missing:
             if load_parent is None:

@@ -27,13 +27,13 @@ import numpy as np
 
 from mixbench.engine import _load_checkpoint, _prepare_online, _save_checkpoint, execute_run
 from mixbench.errors import ConfigError, DataError
-from mixbench.law_accuracy.branch import _locked, _sim_truth, branch_children, branch_directory, child_key
+from mixbench.law_accuracy.branch import _sim_truth, branch_children, branch_directory, child_key
 from mixbench.law_accuracy.command import plain
 from mixbench.law_accuracy.param_report import param_markdown, write_rows
 from mixbench.law_accuracy.param_score import score_branch_point
 from mixbench.law_accuracy.sweeps import build_setting, choice_option, int_option
 from mixbench.method import available_methods, build_method, get_method_class
-from mixbench.runs import RunSpec, RunStore, provenance, write_json_atomic, write_text_atomic
+from mixbench.runs import RunSpec, RunStore, folder_lock, provenance, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def parent_record(setting, store, spec, config, options, root, mixtures) -> tupl
     thread count).
     """
     directory = _parent_dir(root, spec)
-    with _locked(directory):
+    with folder_lock(directory):
         path = directory / "record.json"
         record = json.loads(path.read_text()) if path.exists() else None
         missing = set(options.rounds)
