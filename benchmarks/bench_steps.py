@@ -3,9 +3,9 @@
     python benchmarks/bench_steps.py --domains 7 --out results/bench_steps.json
 
 Builds one harness backend per contender on the first `--domains` domains of the default corpus
-with the default tiny model, attaches the method's own step hook (DoReMi's reference losses,
-DoGE's per-domain and target gradients, ODM's bandit), and times `--steps` training steps per
-contender in rotating order, `--repeats` times. Each figure is the median over repeats of the
+with the default tiny model. Each backend has the method's own step hook attached: DoReMi's
+reference losses, DoGE's per-domain and target gradients, or ODM's bandit. Each contender trains
+`--steps` timed steps per repeat, in rotating order, `--repeats` times. Each figure is the median over repeats of the
 ratio of a contender's training time per step to the plain (stratified) step timed in the same
 repeat. Evaluation is not part of a step. Aioli and Skill-It take plain steps between their
 rounds, so their per-token cost is the plain step's plus their rounds' exploration passes, which

@@ -408,8 +408,8 @@ def _train_probes(probes, method_name, setting, store, seed, train, extra, main)
     for probe in probes:
         spec = setting.spec(seed, probe=probe, role=probe.role)
         record, _ = store.get_or_run(spec, train, main=main)
-        # The stored record keeps the role of whoever trained it first (the stratified run is also
-        # DoReMi's reference), so the role of this use is set here.
+        # The stored record keeps the role of the method that trained it first (the stratified run
+        # is also DoReMi's reference), so the role of this use is set here.
         extra.append({**record, "role": probe.role})
         if record.get("status") != "complete":
             raise RunFailedError(f"{probe.role} run {spec.id} of method {method_name!r} failed: {record.get('error')}")

@@ -68,7 +68,7 @@ def load_experiment(experiment_dir: Path) -> dict | None:
 
 @dataclass(frozen=True)
 class Filters:
-    """Which methods, settings and seeds a table keeps; None keeps all.
+    """The methods, settings and seeds a table keeps; None keeps all.
 
     A setting is named by its data config name (`default`) or its full label (`default-1a2b3c4d`).
     Stratified stays the baseline of every comparison even when `methods` leaves it out.

@@ -18,7 +18,7 @@ NAME = "mixture_trajectories"
 def mixture_points(record: dict) -> tuple[np.ndarray, np.ndarray]:
     """Return (steps, mixtures) of a run: the mixture in force up to each recorded step, from step 0.
 
-    The trajectory holds the mixture at each validation step. Step 0 takes the static mixture
+    The trajectory records the mixture at each validation step. Step 0 takes the static mixture
     of the run, or the first online round's mixture when that round starts at step 0.
     """
     trajectory = record.get("trajectory") or []
@@ -47,7 +47,7 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
     with figure(columns, rows, sharey=True) as (fig, axes):
         for ax, run in zip(axes, runs):
             steps, mixtures = mixture_points(run.mixing)
-            # Each weight holds from the previous recorded step up to this one.
+            # Each weight applies from the previous recorded step up to this one.
             ax.stackplot(steps, mixtures.T, labels=domains, step="pre", linewidth=0)
             ax.set_title(run.mixing_label, fontsize=9)
             ax.set_xlim(0, steps[-1])

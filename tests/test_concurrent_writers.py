@@ -1,8 +1,8 @@
 """Several OS processes writing into one results folder at once lose nothing and leave no temp files.
 
-Each worker process opens the same `RunStore` and, released at the same moment as the others,
-trains runs of its own, requests runs that every worker requests, runs a whole method
-(`run_method`, whose probe runs every worker shares), and overwrites shared files with
+Each worker process opens the same `RunStore`, and all workers start at the same moment. Each
+trains runs of its own, requests runs that every worker requests, and runs a whole method
+(`run_method`, whose probe runs every worker shares). It also overwrites shared files with
 `save_method_result` and `write_json_atomic`. Runs are real simulated runs through the engine's
 loop, which take tens of milliseconds, so the test is about the store: each spec is trained
 exactly once, every record is complete and identical to a sequential recomputation, and a reader
@@ -264,7 +264,8 @@ def test_shared_file_is_one_whole_write(concurrent_folder):
 def test_reader_saw_only_whole_files(concurrent_folder):
     # read_while_writing asserts on every read; this checks that it did read during the writes.
     _, _, _, reads = concurrent_folder
-    assert reads["shared"] > 0 and reads["record"] > 0, reads
+    assert reads["shared"] > 0, reads
+    assert reads["record"] > 0, reads
 
 
 def test_no_temporary_files_left(concurrent_folder):

@@ -12,7 +12,7 @@ whose A is set. Aioli records one per round, right after its exploration. Method
 every step (DoGE, DoReMi, ODM) record one per validation pass.
 
 Records live under <results_dir>/branches/: <run id>-run/record.json is the parent's record,
-and <run id>-step<t>/ holds the saved state (checkpoint/, round.json), parent.json and the
+and <run id>-step<t>/ contains the saved state (checkpoint/, round.json), parent.json and the
 children, as for the fixed-mixture branch sweep. Re-running trains nothing that has a record.
 """
 

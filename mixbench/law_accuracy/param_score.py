@@ -9,9 +9,9 @@ p_j exp(eta * sum_i A_ij), from the mixture in force when the method made its es
 first normalised as Aioli normalises it: shifted to be non-negative, then divided by its sum.
 Without Aioli's moving average this is exactly Aioli's step, and it is the step of the Linear
 Mixing Optimization view of every online method. The normalisation makes the step independent of
-A's scale, so b does not enter it. With a small eta the step stays near the mixture in force, so
-the argmin over the simplex of the linear predicted loss (the domain of the largest column sum,
-"argmin") is scored as well: it shows whether the matrix points at the right domain.
+A's scale, so b does not enter it. With a small eta the step stays near the mixture in force.
+So the argmin over the simplex of the linear predicted loss is scored as well ("argmin", the
+domain of the largest column sum): it shows whether the matrix points at the right domain.
 Each mixture is scored by the loss A*^t predicts after the window (on the simulator also by the
 true A^t): regret 0 is the best mixture on the simplex under that law, 1 the uniform mixture.
 """
@@ -74,7 +74,7 @@ def fit_scale(P: np.ndarray, dL: np.ndarray, method_A: np.ndarray) -> tuple[floa
 def score_branch_point(parent: dict, children: list[dict], eta: float, nonnegative: bool = False) -> dict[str, Any]:
     """Score the method's A^t at one branch point; see the module docstring.
 
-    `parent` holds the losses at the branch point ("losses"), the method's estimate ("method_A"),
+    `parent` contains the losses at the branch point ("losses"), the method's estimate ("method_A"),
     the mixture in force when it was made ("mixture_before") and the run's next mixture
     ("mixture_after"); on the simulator also "true_A" and "true_losses".
     """
