@@ -12,7 +12,6 @@ median of the per-round ratios. Model FLOPs utilisation divides the harness's mo
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round and contender (default: %(default)s)")
     parser.add_argument("--model", default="tiny", help="model config in conf/model (default: %(default)s)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override model settings, e.g. --set d_model=256 d_ff=1024 for a 3M-parameter model")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per step (default: %(default)s)")
     parser.add_argument("--bf16", action="store_true", help="also time the harness with bf16 autocast")
     parser.add_argument("--cache", default=".cache", help="corpus cache folder (default: %(default)s)")
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__))))
+    from common import machine
     from contenders import HarnessContender, PlainLoop, TrainerContender
 
     from mixbench.data import prepare_corpus
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
 
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
     model = OmegaConf.to_container(OmegaConf.load(os.path.join(root, "model", f"{args.model}.yaml")))
+    model.update(OmegaConf.to_container(OmegaConf.from_dotlist(args.set)))
     train = OmegaConf.to_container(OmegaConf.load(os.path.join(root, "train", "cpu.yaml")))
     train.update(batch_size=args.batch_size, steps=10_000, threads=args.threads)
     data = OmegaConf.to_container(OmegaConf.load(os.path.join(root, "data", "default.yaml")))
@@ -90,8 +93,9 @@ def main(argv=None) -> int:
     model_flops = flops_per_token(model, parameters["non_embedding"])
     peak32 = matmul_peak(torch.float32)
     figures = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads},
+        "machine": machine(args.threads),
         "model": args.model,
+        "model_overrides": args.set,
         "non_embedding_parameters": parameters["non_embedding"],
         "tokens_per_second": {name: statistics.median(values) for name, values in rates.items()},
         "ratio_harness_to_plain": statistics.median(h / p for h, p in zip(rates["harness"], rates["plain"])),

@@ -4,10 +4,10 @@
 
 Builds one harness backend per contender on the first `--domains` domains of the default corpus
 with the default tiny model. Each backend has the method's own step hook attached: DoReMi's
-reference losses, DoGE's per-domain and target gradients, or ODM's bandit. Each contender trains
-`--steps` timed steps per repeat, in rotating order, `--repeats` times. Each figure is the median over repeats of the
-ratio of a contender's training time per step to the plain (stratified) step timed in the same
-repeat. Evaluation is not part of a step. Aioli and Skill-It take plain steps between their
+reference losses, DoGE's per-domain and target gradients (also with `target=train`, which takes no
+target pass), or ODM's bandit. Each contender trains `--steps` timed steps per repeat, in rotating
+order, `--repeats` times. Each figure is the median over repeats of the ratio of a contender's
+training time per step to the plain (stratified) step timed in the same repeat. Evaluation is not part of a step. Aioli and Skill-It take plain steps between their
 rounds, so their per-token cost is the plain step's plus their rounds' exploration passes, which
 `bench_methods.py` measures on whole runs.
 """
@@ -19,7 +19,10 @@ import sys
 import tempfile
 import time
 
-CONTENDERS = ("stratified", "doremi", "doge", "odm")
+CONTENDERS = ("stratified", "doremi", "doge", "doge_train_target", "odm")
+# Contenders that are a method with changed settings: DoGE aligned with the other domains'
+# training gradients (the published code's setting when every domain is a target), no target pass.
+VARIANTS = {"doge_train_target": ("doge", {"target": "train"})}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,11 +41,12 @@ def build_contender(name, setting, reference_path):
     from mixbench.commands import method_config
     from mixbench.method import build_method
 
+    name, overrides = VARIANTS.get(name, (name, None))
     spec = setting.spec(0, method=name)
     backend = setting.make_backend(spec)
     if name == "stratified":
         return backend, None
-    method = build_method(method_config(name))
+    method = build_method(method_config(name, overrides))
     method.use_prerequisites([], setting.context(0))
     if name == "doremi":
         # Any weights of the same model serve for timing; the reference's quality does not change its cost.

@@ -7,9 +7,21 @@ import platform
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 
 
+def cpu_model() -> str:
+    """Return the CPU's model name where Linux reports it, else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(threads: int) -> dict:
     """Return the machine description that every figure is reported with."""
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": threads}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads}
 
 
 def default_setting(cache: str, domains: int, steps: int, threads: int):

@@ -1,20 +1,22 @@
 """DoGE (Fan et al. 2024): domain weights from the alignment of domain gradients with a target.
 
 Each step of the proxy run takes one backward pass per domain sub-batch of a uniform batch and
-scores domain j by s_j = lr_t * <g_j, g_target>, where g_target is the gradient on the target
-(a mixed validation batch). Then p = softmax(log p + s / mu), and the model steps with
+scores domain j by s_j = lr_t * <g_j, g_target>, where g_target is the gradient on the target:
+a mixed validation batch by default, or the validation windows of named domains. With
+`target: train` (the published code's setting when every domain is a target) there is no target
+pass and s_j = lr_t * sum over i != j of <g_j, g_i> on the training batch itself. Then p = softmax(log p + s / mu), and the model steps with
 sum_j p_j g_j. The final model is retrained on the average of p over the proxy run. Its
 implicit transfer matrix is the Gram matrix of the domain gradients, which is symmetric.
 """
 
 import numpy as np
 
-from mixbench.backend import DOMAIN_GRADIENTS, StepStats
+from mixbench.backend import DOMAIN_GRADIENTS, TRAIN_TARGET, StepStats, check_gradient_target
 from mixbench.errors import ConfigError
 from mixbench.method import MethodContext, Observation, OnlineMethod, register
 from mixbench.simplex import uniform
 from methods.doremi import run_length
-from methods.updates import doge_scores, doge_update
+from methods.updates import doge_scores, doge_update, train_alignment
 
 # Published DoGE step sizes 1/mu: mu 0.01, and 0.1 from 7 domains on (SlimPajama's 7 domains).
 SMALL_MU, LARGE_MU, LARGE_FROM_DOMAINS = 0.01, 0.1, 7
@@ -30,6 +32,9 @@ class DoGE(OnlineMethod):
       multiplier of the step. 5e-4 is the published proxy's learning rate; set it to train.lr.
     - `normalize_and_clip`: divide the scores by the mean gradient norm and clip them to
       [0, 5 lr_t], as the published code does (so negatively aligned domains score 0).
+    - `target`: null aligns with a validation batch drawn equally from every domain; a list of
+      domain names, with one drawn from those domains; "train" aligns each domain's training
+      gradient with the other domains' (no extra pass).
     """
 
     name = "doge"
@@ -37,10 +42,18 @@ class DoGE(OnlineMethod):
     by_loss_weights = True
     requires = frozenset({DOMAIN_GRADIENTS})
 
-    def __init__(self, mu: float | None = None, lr: float = 5e-4, normalize_and_clip: bool = True):
+    def __init__(self, mu: float | None = None, lr: float = 5e-4, normalize_and_clip: bool = True, target=None):
         self.mu = mu
         self.lr = lr
         self.normalize_and_clip = normalize_and_clip
+        self.target = target
+
+    @property
+    def gradient_target(self):
+        """The backend's alignment target: None, TRAIN_TARGET or a tuple of domain names."""
+        if self.target is None or isinstance(self.target, str):
+            return self.target
+        return tuple(self.target)
 
     @property
     def round_steps(self) -> int:
@@ -52,6 +65,10 @@ class DoGE(OnlineMethod):
             raise ConfigError(f"doge mu={self.mu!r} is invalid; it must be positive (or null for the published default).")
         if not self.lr > 0:
             raise ConfigError(f"doge lr={self.lr!r} is invalid; give the proxy's positive peak learning rate.")
+        try:
+            check_gradient_target(self.gradient_target, context.domains)
+        except ConfigError as error:
+            raise ConfigError(f"doge target={self.target!r}: {error}") from None
 
     def resolved_mu(self, m: int) -> float:
         """Return mu, or the published default for m domains when `mu` is null."""
@@ -74,10 +91,16 @@ class DoGE(OnlineMethod):
 
     def update(self, stats: StepStats, mixture: np.ndarray) -> np.ndarray | None:
         """Take one DoGE step from the step's gradient alignments; see `StepHook.update`."""
-        if stats.target_alignment is None:
-            raise ConfigError("doge's step hook received no gradient alignments; the backend must provide DOMAIN_GRADIENTS.")
+        if stats.gradient_gram is None:
+            raise ConfigError("doge's step hook received no gradient statistics; the backend must provide DOMAIN_GRADIENTS.")
+        if self.gradient_target == TRAIN_TARGET:
+            alignment = train_alignment(stats.gradient_gram)
+        elif stats.target_alignment is None:
+            raise ConfigError("doge's step hook received no target alignments; the backend must provide DOMAIN_GRADIENTS.")
+        else:
+            alignment = stats.target_alignment
         lr_t = self.lr * stats.lr_scale
-        scores = doge_scores(stats.target_alignment, stats.gradient_gram, lr_t, self.normalize_and_clip)
+        scores = doge_scores(alignment, stats.gradient_gram, lr_t, self.normalize_and_clip)
         self.A_ = None if stats.gradient_gram is None else np.asarray(stats.gradient_gram, dtype=np.float64)
         self.mixture_ = doge_update(mixture, scores, self.resolved_mu(len(mixture)))
         return self.mixture_

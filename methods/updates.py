@@ -80,6 +80,15 @@ def doge_scores(
     return np.clip(scores / (mean_norm + 1e-6), 0.0, clip * lr)
 
 
+def train_alignment(gradient_gram: np.ndarray) -> np.ndarray:
+    """Return sum over i != j of <g_j, g_i>: each domain's alignment with the other domains' gradients.
+
+    This is the published DoGE code's target when the target domains are the training domains.
+    """
+    gram = np.asarray(gradient_gram, dtype=np.float64)
+    return gram.sum(axis=1) - np.diag(gram)
+
+
 def doge_update(p: np.ndarray, scores: np.ndarray, mu: float) -> np.ndarray:
     """Return DoGE's next mixture: softmax(log p + s / mu)."""
     return log_space_step(p, scores, 1.0 / mu)

@@ -10,10 +10,33 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from mixbench.errors import ConfigError, unknown_name_error
+
 # Statistics a step hook may request; the backend computes only what is requested.
 REFERENCE_LOSS = "reference_loss"
 DOMAIN_GRADIENTS = "domain_gradients"
 KNOWN_REQUIREMENTS = frozenset({REFERENCE_LOSS, DOMAIN_GRADIENTS})
+
+# With DOMAIN_GRADIENTS, a hook's optional `gradient_target` attribute names the target that the
+# domain gradients are aligned with. None: validation windows of every domain, in equal shares. A
+# tuple of domain names: validation windows of those domains. TRAIN_TARGET: no target pass, so
+# `target_alignment` stays None and the hook uses the Gram matrix of the training gradients.
+TRAIN_TARGET = "train"
+
+
+def check_gradient_target(target, domains: tuple[str, ...]):
+    """Return a hook's gradient target (None, TRAIN_TARGET or a tuple of names), checked against `domains`."""
+    if target is None or target == TRAIN_TARGET:
+        return target
+    if isinstance(target, str):
+        target = (target,)
+    target = tuple(target)
+    if not target:
+        raise ConfigError("the gradient target is an empty list of domains; name at least one domain, or use null for all.")
+    for name in target:
+        if name not in domains:
+            raise unknown_name_error("target domain", name, domains, "Name target domains among the setting's domains.")
+    return target
 
 
 @dataclass
@@ -45,6 +68,7 @@ class StepHook(Protocol):
     """
 
     requires: frozenset[str]
+    # Optional: `gradient_target` (see TRAIN_TARGET above); a hook without it gets None.
 
     def update(self, stats: StepStats, mixture: np.ndarray) -> np.ndarray | None: ...
 

@@ -3,6 +3,7 @@
 import difflib
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from mixbench.errors import MixbenchError
@@ -99,9 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [f"mixbench {command}", *overrides]
     import hydra
 
+    _quiet_hydra_migration_warning()
     entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
     entry()
     return 0
+
+
+def _quiet_hydra_migration_warning() -> None:
+    """Hide Hydra 1.4's notice that `version_base` is deprecated: mixbench pins 1.3 semantics on purpose."""
+    try:
+        from hydra.errors import Hydra15MigrationWarning
+    except ImportError:  # a Hydra release without this warning class
+        return
+    warnings.filterwarnings("ignore", category=Hydra15MigrationWarning)
 
 
 def _guarded(task):

@@ -6,17 +6,19 @@ conf/ by `hydra.compose` (inside `hydra.initialize_config_dir`), for example `ru
 
 import importlib
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mixbench.engine import failed_method_result, run_method, save_method_result, setting_identity, setting_label
+from mixbench.engine import run_method, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError, RunFailedError
 from mixbench.method import available_methods, build_method, get_method_class
 from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, render_markdown, write_tables
 from mixbench.runs import RunStore, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
-from mixbench.threads import set_torch_threads
+from mixbench.parallel import run_parallel, run_sequential
+from mixbench.threads import available_cores, member_threads, set_torch_threads
 
 log = logging.getLogger("mixbench")
 
@@ -124,6 +126,31 @@ def benchmark_methods(experiment) -> list[str]:
     return [name for name in names if name not in exclude]
 
 
+def build_setting(cfg):
+    """Build the experiment's setting: the simulator, or the corpus (prepared or loaded from the cache)."""
+    setting_name = cfg.experiment.get("setting", "corpus")
+    if setting_name == "sim":
+        from mixbench.sim.setting import SimSetting
+
+        return SimSetting(_plain(cfg.sim))
+    if setting_name == "corpus":
+        return _setting(cfg, prepare(cfg))
+    raise ConfigError(f"experiment.setting={setting_name!r} is unknown; use 'corpus' or 'sim'.")
+
+
+def _benchmark_jobs(experiment) -> int:
+    """Return `experiment.jobs`, the number of tasks that train side by side, checked."""
+    jobs = experiment.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"experiment.jobs={jobs!r} is invalid; use a positive number of worker processes (1: one task at a time).")
+    if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"experiment.jobs={jobs} trains tasks in worker processes, which a multi-process launch cannot do; "
+            f"set experiment.jobs=1 under accelerate launch or torchrun."
+        )
+    return jobs
+
+
 def benchmark(cfg):
     """Run every method of the experiment at every seed, then write and print the table."""
     _set_threads(cfg.train)
@@ -138,35 +165,24 @@ def benchmark(cfg):
 
     # Build every method and check its settings before any training starts.
     configs = {name: method_config(name, overrides.get(name)) for name in names}
-    setting_name = experiment.get("setting", "corpus")
-    if setting_name == "sim":
-        from mixbench.sim.setting import SimSetting
-
-        setting = SimSetting(_plain(cfg.sim))
-    elif setting_name == "corpus":
-        setting = _setting(cfg, prepare(cfg))
-    else:
-        raise ConfigError(f"experiment.setting={setting_name!r} is unknown; use 'corpus' or 'sim'.")
+    jobs = _benchmark_jobs(experiment)
+    setting = build_setting(cfg)
     skipped = {}
     names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str), skipped=skipped)
 
     directory = Path(cfg.results_dir) / experiment.name
     if setting.is_main_process():
-        _write_experiment(directory, experiment.name, setting_name, names, seeds, setting_label(setting_identity(setting)), skipped)
+        _write_experiment(directory, experiment.name, experiment.get("setting", "corpus"), names, seeds,
+                          setting_label(setting_identity(setting)), skipped)
     log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
-    failures = []
-    for seed in seeds:
-        for name in names:
-            try:
-                result = run_method(configs[name], setting, store, seed)
-            except Exception as error:
-                # One method's crash must not cost the other methods' results: record it and go on.
-                log.exception("method %s seed %d failed; continuing with the other methods", name, seed)
-                result = failed_method_result(configs[name], setting, seed, error)
-            if result.final.get("status") != "complete":
-                failures.append(f"{name} (seed {seed})")
-            if setting.is_main_process():
-                save_method_result(result, directory)
+    tasks = [(seed, name) for seed in seeds for name in names]
+    if jobs > 1 and len(tasks) > 1:
+        plain = _plain(cfg)
+        plain["train"]["threads"] = member_threads(int(cfg.train.threads), jobs, available_cores())
+        log.info("running %d tasks in %d worker processes with %s torch threads each", len(tasks), jobs, plain["train"]["threads"])
+        failures = run_parallel(plain, tasks, configs, directory, jobs, build_setting)
+    else:
+        failures = run_sequential(tasks, configs, setting, store, directory)
     if not setting.is_main_process():
         return None
     _warn_other_seeds(directory, seeds)

@@ -30,6 +30,9 @@ from mixbench.trackers import open_run_tracker, tracker_names
 
 log = logging.getLogger(__name__)
 
+# Progress bars of training runs; worker processes that share a terminal turn them off.
+SHOW_PROGRESS = True
+
 # The loop hands the backend at most this many steps at a time, so the progress bar moves. The
 # chunking changes no result because every step depends only on the state before it.
 PROGRESS_CHUNK = 10
@@ -157,7 +160,8 @@ def execute_run(
         backend.restore(backend_state)
         log.info("run %s: resuming from step %d", spec.id, backend.step)
 
-    progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}", disable=not main, leave=False)
+    progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}",
+                    disable=not (main and SHOW_PROGRESS), leave=False)
     tracker = open_run_tracker(spec, run_dir, setting.domains) if main else None
     # Trackers log every step, so each `train` call takes one step; chunking changes no result.
     chunk = 1 if tracking else PROGRESS_CHUNK

@@ -133,6 +133,56 @@ def test_domain_gradients_match_separate_backward_passes(small_corpus):
     assert changed, "the optimizer step with the combined gradient changed no weight"
 
 
+class TargetHook(RecordingHook):
+    def __init__(self, target):
+        super().__init__({"domain_gradients"})
+        self.gradient_target = target
+
+
+def record_target_batches(backend):
+    """Wrap the target sampler to record the domains of every target batch."""
+    drawn, sample = [], backend.target_sampler.sample
+
+    def recording(weights):
+        tokens, domain_ids = sample(weights)
+        drawn.append(domain_ids.copy())
+        return tokens, domain_ids
+
+    backend.target_sampler.sample = recording
+    return drawn
+
+
+def test_named_target_draws_only_its_domains(small_corpus):
+    backend = make_backend(small_corpus)
+    drawn = record_target_batches(backend)
+    named = small_corpus.domains[1]
+    hook = TargetHook([named])
+    backend.train(2, np.full(3, 1 / 3), hook=hook)
+    assert len(drawn) == 2
+    assert all(np.all(ids == 1) for ids in drawn)
+    assert all(stats.target_alignment.shape == (3,) for stats in hook.stats)
+
+
+def test_train_target_skips_target_pass(small_corpus):
+    backend = make_backend(small_corpus)
+    drawn = record_target_batches(backend)
+    hook = TargetHook("train")
+    backend.train(2, np.full(3, 1 / 3), hook=hook)
+    assert drawn == []
+    assert all(stats.target_alignment is None for stats in hook.stats)
+    assert all(stats.gradient_gram.shape == (3, 3) for stats in hook.stats)
+
+
+def test_unknown_target_domain_rejected(small_corpus):
+    backend = make_backend(small_corpus)
+    misspelt = small_corpus.domains[0] + "x"
+    with pytest.raises(ConfigError, match=f"unknown target domain '{misspelt}'. Did you mean '{small_corpus.domains[0]}'"):
+        backend.train(1, np.full(3, 1 / 3), hook=TargetHook([misspelt]))
+    with pytest.raises(ConfigError, match="empty list of domains"):
+        backend.train(1, np.full(3, 1 / 3), hook=TargetHook([]))
+    assert backend.step == 0
+
+
 def test_unknown_hook_requirement_is_rejected(small_corpus):
     backend = make_backend(small_corpus)
     with pytest.raises(ConfigError, match="does not provide"):

@@ -108,6 +108,22 @@ def test_skill_it_configured_graph_needs_no_single_domain_runs(tmp_path):
     assert result.final["status"] == "complete"
 
 
+@pytest.mark.parametrize("target", [["d0"], "train"])
+def test_doge_target_changes_weights(target, tmp_path):
+    setting, store = SimSetting(sim_config(**SMALL)), RunStore(tmp_path)
+    default = run_method(method_config("doge"), setting, store, seed=0)
+    targeted = run_method(method_config("doge", {"target": target}), setting, store, seed=0)
+    assert targeted.final["status"] == "complete"
+    assert not np.allclose(default.final["spec"]["mixture"], targeted.final["spec"]["mixture"])
+
+
+def test_doge_rejects_unknown_target(tmp_path):
+    setting, store = SimSetting(sim_config(**SMALL)), RunStore(tmp_path)
+    with pytest.raises(ConfigError, match="doge target=.*unknown target domain 'd9'"):
+        run_method(method_config("doge", {"target": ["d9"]}), setting, store, seed=0)
+    assert not list(Path(tmp_path).rglob("record.json"))
+
+
 def test_aioli_rejects_exploration_longer_than_round():
     context = SimSetting(sim_config(**SMALL)).context(0)
     method = build_method(method_config("aioli", {"update_steps": 50, "lp_rounds": 4, "lp_steps": 6}))

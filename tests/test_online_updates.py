@@ -10,6 +10,7 @@ from methods.updates import (
     aioli_update,
     doge_scores,
     doge_update,
+    train_alignment,
     doremi_update,
     exp3_probabilities,
     exploration_rate,
@@ -150,3 +151,9 @@ def test_odm_never_below_exploration_floor():
         rate = next_rate
         assert pi.min() >= rate - 1e-12
         assert pi.sum() == pytest.approx(1.0)
+
+
+def test_doge_train_alignment_skips_diagonal():
+    # Domains 0 and 1 agree, domain 2 opposes both: s_j = sum over i != j of G_ji.
+    gram = np.array([[4.0, 2.0, -1.0], [2.0, 9.0, -3.0], [-1.0, -3.0, 1.0]])
+    np.testing.assert_allclose(train_alignment(gram), [1.0, -1.0, -4.0])

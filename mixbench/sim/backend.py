@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, Compute, StepHook, StepStats, TrainResult
+from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, TRAIN_TARGET, check_gradient_target
+from mixbench.backend import Compute, StepHook, StepStats, TrainResult
 from mixbench.errors import ConfigError
 from mixbench.sim.schedule import LRSchedule
 from mixbench.sim.world import SimWorld
@@ -185,7 +186,12 @@ class SimBackend:
         if DOMAIN_GRADIENTS in requires:
             gradients = self.world.domain_gradients(self._losses)
             stats.gradient_gram = gradients @ gradients.T
-            stats.target_alignment = stats.gradient_gram.mean(axis=1)
+            # The simulator has no validation batch: the target gradient is the mean gradient of
+            # the target domains (every domain by default).
+            target = check_gradient_target(getattr(hook, "gradient_target", None), self.domains)
+            if target != TRAIN_TARGET:
+                columns = [self.domains.index(name) for name in target] if target else list(range(m))
+                stats.target_alignment = stats.gradient_gram[:, columns].mean(axis=1)
 
         next_p = p
         if hook is not None:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, Compute, StepHook, StepStats, TrainResult
+from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, TRAIN_TARGET, check_gradient_target
+from mixbench.backend import Compute, StepHook, StepStats, TrainResult
 from mixbench.errors import ConfigError, RunFailedError
 from mixbench.simplex import validate_mixture
 from mixbench.train import signals
@@ -118,6 +119,7 @@ class HarnessBackend:
         mixture = validate_mixture(mixture, self.domains)
         requires = self._check_request(steps, purpose, hook)
         gradients_requested = DOMAIN_GRADIENTS in requires
+        target_domains = check_gradient_target(getattr(hook, "gradient_target", None), self.domains)
         m = len(self.domains)
         total_tokens, total_loss, mixtures = np.zeros(m), np.zeros(m), []
         started = time.perf_counter()
@@ -150,9 +152,10 @@ class HarnessBackend:
                 if excess is not None:
                     stats.excess_loss = np.where(counts > 0, excess / np.maximum(counts, 1), np.nan)
                 if gradients is not None:
-                    target = signals.target_gradient(self)
                     stats.gradient_gram = (gradients @ gradients.T).double().cpu().numpy()
-                    stats.target_alignment = (gradients @ target).double().cpu().numpy()
+                    if target_domains != TRAIN_TARGET:
+                        target = signals.target_gradient(self, target_domains)
+                        stats.target_alignment = (gradients @ target).double().cpu().numpy()
                 updated = hook.update(stats, mixture)
                 if updated is not None:
                     mixture = validate_mixture(updated, self.domains, name="mixture returned by the step hook")

@@ -94,9 +94,18 @@ def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global
     return gradients, sums, counts
 
 
-def target_gradient(backend) -> torch.Tensor:
-    """Return the gradient of the mean loss of a mixed validation batch (every domain equally)."""
-    tokens, _ = backend.target_sampler.sample(np.full(len(backend.domains), 1.0 / len(backend.domains)))
+def target_gradient(backend, target_domains: tuple[str, ...] | None = None) -> torch.Tensor:
+    """Return the gradient of the mean loss of a validation batch drawn equally from the target domains.
+
+    The batch has one window per training domain, from `target_domains` only when given.
+    """
+    m = len(backend.domains)
+    if target_domains is None:
+        weights = np.full(m, 1.0 / m)
+    else:
+        weights = np.array([1.0 if domain in target_domains else 0.0 for domain in backend.domains])
+        weights /= weights.sum()
+    tokens, _ = backend.target_sampler.sample(weights)
     processes, rank = backend.accelerator.num_processes, backend.accelerator.process_index
     local = tokens[rank::processes]
     loss = backend._token_losses(local).sum() / float(tokens.shape[0] * backend.context)
