@@ -210,7 +210,7 @@ def execute_run(
             tracker.finish()
     progress.close()
 
-    test_losses = backend.evaluate("test")
+    test_losses = backend.evaluate("test") if spec.train.get("test_pass", True) else None
     if main:
         setting.save_model(backend, run_dir)
     record = {
@@ -219,7 +219,7 @@ def execute_run(
         "domains": list(setting.domains),
         "final_mixture": loop.mixture.tolist(),
         "val_losses": loop.metrics[-1]["losses"] if loop.metrics else None,
-        "test_losses": test_losses.tolist(),
+        "test_losses": test_losses.tolist() if test_losses is not None else None,
         "metrics": loop.metrics,
         "trajectory": loop.trajectory,
         "mean_mixture": (loop.mixture_sum / loop.mixture_steps).tolist() if loop.mixture_steps else None,

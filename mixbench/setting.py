@@ -12,6 +12,10 @@ from mixbench.method import MethodContext, Probe
 from mixbench.runs import RunSpec
 
 
+# Roles of prerequisite runs that skip the final test evaluation (DoReMi's reference is a final run).
+UNTESTED_ROLES = ("probe", "single_domain")
+
+
 @dataclass
 class CorpusSetting:
     """Runs on a prepared corpus; `domains` may be a subset of the corpus's domains."""
@@ -49,6 +53,10 @@ class CorpusSetting:
                 train["steps"] = int(probe.steps)
             mixture = probe.mixture
             seed = probe.seed if probe.seed is not None else seed
+            if probe.role in UNTESTED_ROLES:
+                # Methods read a prerequisite run's validation losses only; the test split is for
+                # reporting final models. The key is part of the run id.
+                train["test_pass"] = False
         data = {
             "fingerprint": self.corpus.fingerprint,
             "tokenizer": self.corpus.tokenizer_id,
@@ -69,7 +77,9 @@ class CorpusSetting:
 
         return HarnessBackend(self.corpus, spec.data["domains"], spec.model, spec.train, spec.seed)
 
-    def final_metrics(self, backend, test_losses: np.ndarray) -> dict:
+    def final_metrics(self, backend, test_losses: np.ndarray | None) -> dict:
+        if test_losses is None:
+            return {"test_perplexity": None, "test_bits_per_byte": None, "parameters": backend.parameters}
         bytes_per_token = np.array([self.corpus.bytes_per_token(d, "test") for d in self.domains])
         return {
             "test_perplexity": np.exp(test_losses).tolist(),

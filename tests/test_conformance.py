@@ -69,3 +69,9 @@ def test_method_conforms_on_tiny_model(name, tiny_setting, tmp_path):
     result = _run_twice(name, tiny_setting, tmp_path)
     _check_contract(result, tiny_setting.domains)
     assert all(value > 0 for value in result.final["test_bits_per_byte"])
+    # Probe and single-domain runs skip the test split: methods read their validation losses only.
+    for run in result.extra:
+        if run["role"] in ("probe", "single_domain"):
+            assert run["test_losses"] is None
+            assert run["spec"]["train"]["test_pass"] is False
+            assert np.isfinite(run["val_losses"]).all()
