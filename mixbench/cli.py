@@ -119,8 +119,12 @@ def _guarded(task):
     """Wrap a task so that mixbench's own errors print one clear line and exit with status 2."""
 
     def wrapper(cfg):
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         try:
-            return task(cfg)
+            # Log lines go through tqdm, so that they do not land in the middle of a progress bar.
+            with logging_redirect_tqdm():
+                return task(cfg)
         except MixbenchError as error:
             print(f"mixbench: error: {error}", file=sys.stderr)
             sys.exit(2)

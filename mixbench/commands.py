@@ -155,8 +155,9 @@ def benchmark(cfg):
     """Run every method of the experiment at every seed, then write and print the table."""
     _set_threads(cfg.train)
     load_plugins(cfg)
-    store = RunStore(cfg.results_dir)
     experiment = cfg.experiment
+    jobs = _benchmark_jobs(experiment)
+    store = RunStore(cfg.results_dir)
     overrides = _plain(experiment.get("method_overrides") or {})
     names = benchmark_methods(experiment)
     seeds = [int(seed) for seed in experiment.seeds]
@@ -165,7 +166,6 @@ def benchmark(cfg):
 
     # Build every method and check its settings before any training starts.
     configs = {name: method_config(name, overrides.get(name)) for name in names}
-    jobs = _benchmark_jobs(experiment)
     setting = build_setting(cfg)
     skipped = {}
     names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str), skipped=skipped)
@@ -179,7 +179,7 @@ def benchmark(cfg):
     if jobs > 1 and len(tasks) > 1:
         plain = _plain(cfg)
         plain["train"]["threads"] = member_threads(int(cfg.train.threads), jobs, available_cores())
-        log.info("running %d tasks in %d worker processes with %s torch threads each", len(tasks), jobs, plain["train"]["threads"])
+        log.info("running %d tasks in %d worker processes with %s torch thread(s) each", len(tasks), jobs, plain["train"]["threads"])
         failures = run_parallel(plain, tasks, configs, directory, jobs, build_setting)
     else:
         failures = run_sequential(tasks, configs, setting, store, directory)

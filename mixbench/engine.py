@@ -161,7 +161,7 @@ def execute_run(
         log.info("run %s: resuming from step %d", spec.id, backend.step)
 
     progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}",
-                    disable=not (main and SHOW_PROGRESS), leave=False)
+                    disable=None if main and SHOW_PROGRESS else True, leave=False)  # None: only on a terminal
     tracker = open_run_tracker(spec, run_dir, setting.domains) if main else None
     # Trackers log every step, so each `train` call takes one step; chunking changes no result.
     chunk = 1 if tracking else PROGRESS_CHUNK

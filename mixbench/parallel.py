@@ -9,7 +9,6 @@ same records as one job at T / N threads.
 """
 
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,6 +22,19 @@ LOG_FORMAT = "[%(asctime)s] %(name)s: %(message)s"
 
 # One setting per worker process, built on its first task from the config the parent passed.
 _WORKER = {}
+
+
+class _TaskTag(logging.Filter):
+    """Add the worker's current task (method and seed) to every log record, as `task`."""
+
+    task = "setting up"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.task = self.task
+        return True
+
+
+_TAG = _TaskTag()
 
 
 def run_task(config: dict, setting, store, seed: int, directory: Path, main: bool = True) -> bool:
@@ -75,9 +87,12 @@ def run_parallel(cfg: dict, tasks, configs: dict, directory: Path, jobs: int, bu
 
 
 def _start_worker() -> None:
-    # Several workers share one terminal, so progress bars are off and each line names its process.
+    # Several workers share one terminal, so progress bars are off and each line names its task.
     engine.SHOW_PROGRESS = False
-    logging.basicConfig(level=logging.INFO, format=f"{LOG_FORMAT} (worker {os.getpid()})", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.addFilter(_TAG)
+    handler.setFormatter(logging.Formatter(f"{LOG_FORMAT} [%(task)s]", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _worker_task(cfg: dict, config: dict, seed: int, directory: str, build_setting) -> bool:
@@ -87,10 +102,17 @@ def _worker_task(cfg: dict, config: dict, seed: int, directory: str, build_setti
     from mixbench.runs import RunStore
     from mixbench.threads import set_torch_threads
 
+    _TAG.task = f"{config['name']} seed {seed}"
     if "setting" not in _WORKER:
         node = OmegaConf.create(cfg)
         set_torch_threads(node.train)
         load_plugins(node)
-        _WORKER["setting"] = build_setting(node)
+        # The parent has already logged the corpus and checked the settings, so this is quiet.
+        quiet = logging.getLogger("mixbench")
+        quiet.setLevel(logging.WARNING)
+        try:
+            _WORKER["setting"] = build_setting(node)
+        finally:
+            quiet.setLevel(logging.NOTSET)
         _WORKER["store"] = RunStore(cfg["results_dir"])
     return run_task(config, _WORKER["setting"], _WORKER["store"], seed, Path(directory))

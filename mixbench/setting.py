@@ -54,8 +54,8 @@ class CorpusSetting:
             mixture = probe.mixture
             seed = probe.seed if probe.seed is not None else seed
             if probe.role in UNTESTED_ROLES:
-                # Methods read a prerequisite run's validation losses only; the test split is for
-                # reporting final models. The key is part of the run id.
+                # Methods read only the validation losses of such a run, because the test split is
+                # for reporting final models. The key is part of the run id.
                 train["test_pass"] = False
         data = {
             "fingerprint": self.corpus.fingerprint,

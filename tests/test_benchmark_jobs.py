@@ -20,7 +20,7 @@ def test_two_jobs_match_sequential_records(text_folders, tmp_path):
     common = overrides(text_folders, tmp_path / "cache")
     parallel = mixbench("benchmark", *common, METHODS, "experiment.jobs=2", "train.threads=2", "results_dir=parallel", cwd=tmp_path)
     assert parallel.returncode == 0, parallel.stderr[-3000:]
-    assert "in 2 worker processes with 1 torch threads each" in parallel.stderr
+    assert "in 2 worker processes with 1 torch thread(s) each" in parallel.stderr
     sequential = mixbench("benchmark", *common, METHODS, "train.threads=1", "results_dir=sequential", cwd=tmp_path)
     assert sequential.returncode == 0, sequential.stderr[-3000:]
 
@@ -39,4 +39,4 @@ def test_invalid_jobs_rejected(text_folders, tmp_path):
     result = mixbench("benchmark", *common, METHODS, "experiment.jobs=0", cwd=tmp_path)
     assert result.returncode != 0
     assert "experiment.jobs=0 is invalid" in result.stderr
-    assert not (tmp_path / "results" / "runs").exists() or not list((tmp_path / "results" / "runs").glob("*/record.json"))
+    assert not (tmp_path / "results").exists()
