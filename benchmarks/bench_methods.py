@@ -31,14 +31,13 @@ SHORT_RUN = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from common import add_setting_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="doremi,doge,odm,aioli,skill_it", help="comma-separated methods (default: %(default)s)")
-    parser.add_argument("--domains", type=int, default=7, help="use the first N default domains (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
-    parser.add_argument("--cache", default=".cache", help="corpus cache folder (default: %(default)s)")
-    parser.add_argument("--out", help="write the figures as JSON to this path")
+    add_setting_arguments(parser, threads=2)
     return parser.parse_args(argv)
 
 

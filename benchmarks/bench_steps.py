@@ -26,13 +26,12 @@ VARIANTS = {"doge_train_target": ("doge", {"target": "train"})}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from common import add_setting_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--domains", type=int, default=7, help="use the first N default domains (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per contender and repeat (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=7, help="rotating repeats (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
-    parser.add_argument("--cache", default=".cache", help="corpus cache folder (default: %(default)s)")
-    parser.add_argument("--out", help="write the figures as JSON to this path")
+    add_setting_arguments(parser, threads=1)
     return parser.parse_args(argv)
 
 

@@ -19,6 +19,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def add_setting_arguments(parser, threads: int) -> None:
+    """Add the options shared by the scripts that train on the default corpus: domains, threads, cache, output."""
+    parser.add_argument("--domains", type=int, default=7, help="use the first N default domains (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=threads, help="torch threads (default: %(default)s)")
+    parser.add_argument("--cache", default=".cache", help="corpus cache folder (default: %(default)s)")
+    parser.add_argument("--out", help="write the figures as JSON to this path")
+
+
 def machine(threads: int) -> dict:
     """Return the machine description that every figure is reported with."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads}

@@ -4,8 +4,8 @@ Each step of the proxy run takes one backward pass per domain sub-batch of a uni
 scores domain j by s_j = lr_t * <g_j, g_target>, where g_target is the gradient on the target:
 a mixed validation batch by default, or the validation windows of named domains. With
 `target: train` (the published code's setting when every domain is a target) there is no target
-pass and s_j = lr_t * sum over i != j of <g_j, g_i> on the training batch itself. Then p = softmax(log p + s / mu), and the model steps with
-sum_j p_j g_j. The final model is retrained on the average of p over the proxy run. Its
+pass, and s_j = lr_t * sum over i != j of <g_j, g_i> on the training batch itself. Then
+p = softmax(log p + s / mu), and the model steps with sum_j p_j g_j. The final model is retrained on the average of p over the proxy run. Its
 implicit transfer matrix is the Gram matrix of the domain gradients, which is symmetric.
 """
 
@@ -32,9 +32,9 @@ class DoGE(OnlineMethod):
       multiplier of the step. 5e-4 is the published proxy's learning rate; set it to train.lr.
     - `normalize_and_clip`: divide the scores by the mean gradient norm and clip them to
       [0, 5 lr_t], as the published code does (so negatively aligned domains score 0).
-    - `target`: null aligns with a validation batch drawn equally from every domain; a list of
-      domain names, with one drawn from those domains; "train" aligns each domain's training
-      gradient with the other domains' (no extra pass).
+    - `target`: the gradient that domains are aligned with. Null: a validation batch drawn
+      equally from every domain. A list of domain names: a validation batch drawn from those
+      domains only. "train": the other domains' training gradients, with no extra pass.
     """
 
     name = "doge"

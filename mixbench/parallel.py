@@ -107,7 +107,7 @@ def _worker_task(cfg: dict, config: dict, seed: int, directory: str, build_setti
         node = OmegaConf.create(cfg)
         set_torch_threads(node.train)
         load_plugins(node)
-        # The parent has already logged the corpus and checked the settings, so this is quiet.
+        # The parent already logged the corpus and checked the settings, so workers skip those lines.
         quiet = logging.getLogger("mixbench")
         quiet.setLevel(logging.WARNING)
         try:

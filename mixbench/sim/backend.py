@@ -155,6 +155,7 @@ class SimBackend:
         if purpose not in PURPOSES:
             raise ConfigError(f"unknown purpose {purpose!r}; use one of {', '.join(PURPOSES)}.")
         requires = self._check_hook(hook)
+        target = check_gradient_target(getattr(hook, "gradient_target", None), self.domains)
         if steps > 0:
             self._rounds.append({"step": self.step, "purpose": purpose, "A": self.world.true_A(self._losses)})
 
@@ -163,7 +164,7 @@ class SimBackend:
         loss_sums = np.zeros(m)
         mixtures = []
         for _ in range(steps):
-            p, step_tokens, step_loss = self._train_step(p, by_loss_weights, hook, requires, purpose)
+            p, step_tokens, step_loss = self._train_step(p, by_loss_weights, hook, requires, purpose, target)
             tokens += step_tokens
             loss_sums += np.where(step_tokens > 0, step_loss, 0.0) * step_tokens
             mixtures.append(p.copy())
@@ -171,7 +172,7 @@ class SimBackend:
             mean_loss = np.where(tokens > 0, loss_sums / tokens, np.nan)
         return TrainResult(steps=steps, tokens=tokens, train_loss=mean_loss, mixtures=mixtures)
 
-    def _train_step(self, p, by_loss_weights, hook, requires, purpose):
+    def _train_step(self, p, by_loss_weights, hook, requires, purpose, target):
         """Run one step; return the mixture in force after the hook, the tokens and the train losses."""
         lr = float(self._lr_scales[self.step])
         m = len(self.domains)
@@ -186,9 +187,8 @@ class SimBackend:
         if DOMAIN_GRADIENTS in requires:
             gradients = self.world.domain_gradients(self._losses)
             stats.gradient_gram = gradients @ gradients.T
-            # The simulator has no validation batch: the target gradient is the mean gradient of
+            # The simulator has no validation batch, so the target gradient is the mean gradient of
             # the target domains (every domain by default).
-            target = check_gradient_target(getattr(hook, "gradient_target", None), self.domains)
             if target != TRAIN_TARGET:
                 columns = [self.domains.index(name) for name in target] if target else list(range(m))
                 stats.target_alignment = stats.gradient_gram[:, columns].mean(axis=1)
