@@ -355,6 +355,9 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     main = setting.is_main_process()
     started = time.perf_counter()
     extra: list[dict] = []
+    if main:
+        params = method.run_params(context) if method.kind == "online" else method.get_params()
+        log.info("method %s, seed %d: %s", method.name, seed, ", ".join(f"{key}={value!r}" for key, value in params.items()) or "no settings")
 
     def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
         return execute_run(spec, setting, run_dir, method=online, context=context)
@@ -366,7 +369,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
     else:
         online, reference = _prepare_online(method_config, setting, store, seed, context, train, extra, main)
-        spec = setting.spec(seed, method={"name": method.name, **method.get_params()}, role="proxy" if method.trains_proxy else "final")
+        spec = setting.spec(seed, method={"name": method.name, **method.run_params(context)}, role="proxy" if method.trains_proxy else "final")
         run, _ = store.get_or_run(
             spec, lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference), main=main
         )

@@ -145,6 +145,15 @@ class OnlineMethod(MixingMethod):
     def initial_mixture(self, context: MethodContext) -> np.ndarray:
         return np.full(context.m, 1.0 / context.m)
 
+    def run_params(self, context: MethodContext) -> dict[str, Any]:
+        """Return the settings that identify this method's run in the run store: `get_params()`.
+
+        A method that fills null settings from the context (the number of domains, say) returns
+        the filled values. A change in how they are filled then trains a new run; it never reuses
+        a record trained under the old rule.
+        """
+        return self.get_params()
+
     def step_hook(self, context: MethodContext) -> StepHook | None:
         """Return the per-step update the backend calls during training, or None."""
         return None

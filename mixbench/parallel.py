@@ -9,6 +9,9 @@ same records as one job at T / N threads.
 """
 
 import logging
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -87,12 +90,26 @@ def run_parallel(cfg: dict, tasks, configs: dict, directory: Path, jobs: int, bu
 
 
 def _start_worker() -> None:
+    # A parent killed by SIGKILL, or by SIGTERM, which it does not handle, leaves its workers
+    # training with nobody to collect their results. This thread ends such a worker.
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True, name="mixbench-orphan-check").start()
     # Several workers share one terminal, so progress bars are off and each line names its task.
     engine.SHOW_PROGRESS = False
     handler = logging.StreamHandler()
     handler.addFilter(_TAG)
     handler.setFormatter(logging.Formatter(f"{LOG_FORMAT} [%(task)s]", datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
+    """Exit this process once its parent has died (it is then re-parented, so its parent id changes).
+
+    A rerun recovers what the exit interrupts: records are written atomically, the flock on the
+    run folder is released with the process, and the interrupted run resumes from its last checkpoint.
+    """
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _worker_task(cfg: dict, config: dict, seed: int, directory: str, build_setting) -> bool:

@@ -519,8 +519,15 @@ def to_markdown(rows: list[dict], headline=HEADLINE) -> str:
     columns = _columns(rows, headline)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_format(row.get(column)) for column in columns) + " |")
+        lines.append("| " + " | ".join(_cell(column, row.get(column)) for column in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(column: str, value) -> str:
+    """Format token counts as counts (614.40k, 0), every other cell with `_format`."""
+    if column.endswith("_tokens") and isinstance(value, (int, float)) and math.isfinite(value):
+        return _count(value)
+    return _format(value)
 
 
 def _csv_value(value):

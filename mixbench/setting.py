@@ -1,5 +1,6 @@
 """The real setting: a prepared corpus, model and training settings, run through the harness."""
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -10,6 +11,9 @@ import numpy as np
 from mixbench.errors import ConfigError
 from mixbench.method import MethodContext, Probe
 from mixbench.runs import RunSpec
+
+log = logging.getLogger(__name__)
+_warned_slow_bf16 = False
 
 
 # Roles of prerequisite runs that skip the final test evaluation (DoReMi's reference is a final run).
@@ -137,6 +141,8 @@ def check_settings(model: dict, train: dict) -> None:
         )
     if train.get("bf16") and not _bf16_supported():
         raise ConfigError("train.bf16=true but this device does not support bfloat16; set train.bf16=false.")
+    if train.get("bf16"):
+        _warn_if_bf16_emulated()
     from mixbench.train.model import model_config
     from mixbench.train.sampler import SAMPLING_MODES
 
@@ -153,6 +159,31 @@ def _bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return True
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Return whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX); without them torch emulates bf16."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        # Older or other torch builds lack these private checks; assume the fast path rather than warn wrongly.
+        return True
+
+
+def _warn_if_bf16_emulated() -> None:
+    """Warn once per process when bf16 autocast would run on a CPU that emulates bfloat16."""
+    global _warned_slow_bf16
+    import torch
+
+    if _warned_slow_bf16 or torch.cuda.is_available() or _cpu_has_native_bf16():
+        return
+    _warned_slow_bf16 = True
+    log.warning(
+        "train.bf16=true on a CPU without bfloat16 instructions (torch reports %s): torch emulates bf16 there, "
+        "and a bf16 step of the tiny model took 17 times as long as an fp32 one on such a CPU; "
+        "set train.bf16=false unless you are testing bf16 itself.", torch.backends.cpu.get_cpu_capability())
 
 
 def check_reference(spec: RunSpec, reference: RunSpec) -> None:

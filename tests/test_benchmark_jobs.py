@@ -1,6 +1,13 @@
 """`mixbench benchmark experiment.jobs=N`: tasks in worker processes, same records as one at a time."""
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from test_cli import mixbench, overrides
 
@@ -40,3 +47,52 @@ def test_invalid_jobs_rejected(text_folders, tmp_path):
     assert result.returncode != 0
     assert "experiment.jobs=0 is invalid" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def _children(pid: int) -> list[int]:
+    listing = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in listing.stdout.split()]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    # A dead child of a dead parent may linger as a zombie until init reaps it.
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads process state from /proc")
+def test_workers_exit_when_the_parent_is_killed(text_folders, tmp_path):
+    common = overrides(text_folders, tmp_path / "cache")
+    # Long runs, so that the workers are still training when the parent is killed.
+    command = [sys.executable, "-m", "mixbench", "benchmark", *common, METHODS, "experiment.jobs=2", "train.threads=2",
+               "train.steps=5000", "train.warmup_steps=10"]
+    parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+    workers = []
+    try:
+        deadline = time.monotonic() + 180
+        # The pool's workers run multiprocessing's spawn_main; its resource tracker does not.
+        while time.monotonic() < deadline and len(workers) < 2 and parent.poll() is None:
+            time.sleep(0.5)
+            workers = [pid for pid in _children(parent.pid) if "spawn_main" in _command_line(pid)]
+        assert len(workers) == 2, "the benchmark did not start its two worker processes"
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.5)
+        assert not [pid for pid in workers if _alive(pid)], "workers kept running after their parent was killed"
+    finally:
+        parent.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, 9)

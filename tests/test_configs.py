@@ -43,3 +43,35 @@ def test_group_option_composes(path):
         build_method(OmegaConf.to_container(cfg.method, resolve=True))
     if group in ("model", "train"):
         check_settings(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.train))
+
+
+def _default_run_settings() -> tuple[dict, dict]:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="run", overrides=["train.bf16=true"])
+    return OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.train)
+
+
+def test_bf16_warns_once_on_emulating_cpu(monkeypatch, caplog):
+    import mixbench.setting as setting
+
+    monkeypatch.setattr(setting, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(setting, "_warned_slow_bf16", False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    model, train = _default_run_settings()
+    with caplog.at_level("WARNING", logger="mixbench.setting"):
+        check_settings(model, train)
+        check_settings(model, train)
+    warnings = [record.getMessage() for record in caplog.records if "bf16" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "set train.bf16=false" in warnings[0]
+
+
+def test_bf16_silent_on_native_cpu(monkeypatch, caplog):
+    import mixbench.setting as setting
+
+    monkeypatch.setattr(setting, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(setting, "_warned_slow_bf16", False)
+    model, train = _default_run_settings()
+    with caplog.at_level("WARNING", logger="mixbench.setting"):
+        check_settings(model, train)
+    assert not [record for record in caplog.records if "bf16" in record.getMessage()]

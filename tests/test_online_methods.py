@@ -135,8 +135,24 @@ def test_aioli_uses_published_setting_by_domain_count():
     method = build_method(method_config("aioli"))
     assert method.settings(2)["lp_steps"] == 4
     assert method.settings(3) == {"update_steps": 250, "lp_rounds": 4, "lp_steps": 6, "eta": 0.1, "ema": 0.5, "one_hot_weight": 0.5}
-    assert method.settings(5)["lp_steps"] == 6
+    # Between published counts the larger one's setting applies, so the exploration fits the round.
+    assert method.settings(4) == method.settings(5) == method.settings(7)
+    assert method.settings(5)["lp_steps"] == 10
     assert method.settings(8)["update_steps"] == 200
+
+
+def test_aioli_run_is_identified_by_its_filled_settings(tmp_path):
+    # Null settings and the published values they stand for are the same run. Another domain
+    # count's values make another run, so a change in how nulls are filled cannot reuse an old record.
+    setting = SimSetting(sim_config(domains=3, steps=500, eval_every=250))
+    store = RunStore(tmp_path)
+    published = {"update_steps": 250, "lp_rounds": 4, "lp_steps": 6, "eta": 0.1, "ema": 0.5, "one_hot_weight": 0.5}
+    first = run_method(method_config("aioli"), setting, store, seed=0)
+    again = run_method(method_config("aioli", published), setting, store, seed=0)
+    other = run_method(method_config("aioli", {**published, "lp_steps": 4}), setting, store, seed=0)
+    assert again.final["id"] == first.final["id"]
+    assert other.final["id"] != first.final["id"]
+    assert first.final["spec"]["method"]["lp_steps"] == 6
 
 
 def test_aioli_on_prior_trains_prior_first(tmp_path):
@@ -170,7 +186,7 @@ def test_aioli_beats_stratified_on_default_sim(tmp_path):
         regrets.append(result.final["regret"])
         scores.append(method_a_sim(result.final))
     assert all(regret < 1.0 for regret in regrets), regrets
-    # NOTE: measured mean a_sim is 0.895 with eval_noise 0.002. The last round, at the decayed
-    # learning rate, measures drops of the size of the noise; the earlier rounds score 0.88-1.0.
-    assert np.mean(scores) >= 0.85, scores
+    # Measured: 0.918 (per world 0.82 to 0.97). The last round, at the decayed learning rate,
+    # measures loss drops not much larger than the evaluation noise and scores lowest.
+    assert np.mean(scores) >= 0.9, scores
 

@@ -289,7 +289,7 @@ def param_sweep(setting, store: RunStore, options: ParamOptions, results_dir: Pa
         )
     config = parent_method_config(options, setting)
     method = build_method(config)
-    spec = setting.spec(options.seed, method={"name": method.name, **method.get_params()},
+    spec = setting.spec(options.seed, method={"name": method.name, **method.run_params(setting.context(options.seed))},
                         role="proxy" if method.trains_proxy else "final")
     total = int(spec.train["steps"])
     if options.window >= total:
