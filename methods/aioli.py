@@ -100,6 +100,13 @@ class Aioli(OnlineMethod):
                 f"steps per round, more than the round of update_steps={s['update_steps']}; lower lp_rounds or "
                 f"lp_steps, or raise update_steps."
             )
+        if s["update_steps"] >= context.total_steps:
+            raise ConfigError(
+                f"aioli update_steps={s['update_steps']} is not below the run's {context.total_steps} steps, so the run "
+                f"would have a single round and update its mixture at most once (never when the {exploration} exploration "
+                f"steps do not fit in the run); set method.update_steps below train.steps (the default experiment uses 50 "
+                f"for 300 steps) and lp_rounds or lp_steps to match."
+            )
         if not 1.0 / m < s["one_hot_weight"] <= 1.0:
             raise ConfigError(f"aioli one_hot_weight={s['one_hot_weight']!r} must lie in (1/m, 1] = ({1.0 / m:.3g}, 1].")
         if not (s["eta"] > 0 and 0 <= s["ema"] < 1):

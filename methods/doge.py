@@ -48,6 +48,13 @@ class DoGE(OnlineMethod):
         self.normalize_and_clip = normalize_and_clip
         self.target = target
 
+    def run_params(self, context: MethodContext) -> dict:
+        # "wiki" and ["wiki"], or one list in two orders, name one target and so one run.
+        target = check_gradient_target(self.gradient_target, context.domains)
+        if isinstance(target, tuple):
+            target = [name for name in context.domains if name in target]
+        return self.get_params() | {"target": target}
+
     @property
     def gradient_target(self):
         """The backend's alignment target: None, TRAIN_TARGET or a tuple of domain names."""

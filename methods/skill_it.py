@@ -65,6 +65,22 @@ class SkillIt(OnlineMethod):
             )
         if self.update_steps is not None and not (isinstance(self.update_steps, int) and self.update_steps >= 1):
             raise ConfigError(f"skill_it update_steps={self.update_steps!r} is invalid; use a positive whole number or null.")
+        update_steps = self.interval(context.m)
+        if update_steps >= context.total_steps:
+            raise ConfigError(
+                f"skill_it updates every {update_steps} steps (update_steps={self.update_steps!r}), not within the run's "
+                f"{context.total_steps} steps, so it would choose one mixture at step 0 and never update it; set "
+                f"method.update_steps below train.steps (the default experiment uses 50 for 300 steps)."
+            )
+
+    def interval(self, m: int) -> int:
+        """Return the update interval: `update_steps`, or the published default for m domains when it is null."""
+        if self.update_steps is not None:
+            return int(self.update_steps)
+        return UPDATE_STEPS_MANY if m >= MANY_DOMAINS else UPDATE_STEPS
+
+    def run_params(self, context: MethodContext) -> dict:
+        return self.get_params() | {"update_steps": self.interval(context.m)}
 
     def prerequisites(self, context: MethodContext) -> list[Probe]:
         if self.graph is not None:
@@ -75,7 +91,7 @@ class SkillIt(OnlineMethod):
     def use_prerequisites(self, observations: list[Observation], context: MethodContext) -> None:
         self.check(context)
         if self.update_steps is None:
-            self.update_steps_ = UPDATE_STEPS_MANY if context.m >= MANY_DOMAINS else UPDATE_STEPS
+            self.update_steps_ = self.interval(context.m)
         single = [observation.losses for observation in observations if observation.role == "single_domain"]
         self.single_domain_losses_ = np.array(single) if single else None
         self.graph_ = None if self.graph is None else np.asarray(self.graph, dtype=np.float64)

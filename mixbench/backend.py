@@ -35,7 +35,7 @@ def check_gradient_target(target, domains: tuple[str, ...]):
         raise ConfigError("the gradient target is an empty list of domains; name at least one domain, or use null for all.")
     for name in target:
         if name not in domains:
-            raise unknown_name_error("target domain", name, domains, "Name target domains among the setting's domains.")
+            raise unknown_name_error("target domain", name, domains, "Name target domains among the setting's domains, or use train (the training batch) or null (every domain's validation data).")
     return target
 
 
@@ -87,13 +87,18 @@ class TrainResult:
 class Compute:
     """Compute spent by a backend, split by purpose. Tokens are counted per forward pass.
 
-    `wall_time_s` is the sum of the training, exploration and evaluation times.
+    `reference_tokens` are the training tokens a reference model scored (DoReMi's excess loss),
+    `target_tokens` those of the extra batches whose gradient is a target (DoGE's validation
+    batch). Both passes run inside training steps, so their time is part of `train_time_s`.
+    `flops` covers every pass. `wall_time_s` is the sum of the training, exploration and
+    evaluation times.
     """
 
     train_tokens: int = 0
     exploration_tokens: int = 0
     eval_tokens: int = 0
     reference_tokens: int = 0
+    target_tokens: int = 0
     flops: float = 0.0
     wall_time_s: float = 0.0
     train_time_s: float = 0.0

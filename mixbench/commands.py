@@ -75,11 +75,32 @@ def _setting(cfg, corpus) -> CorpusSetting:
 
 
 def method_config(name: str, overrides: dict | None = None) -> dict:
-    """Return a method's config: its conf/method file when present, then `overrides`."""
-    path = CONF_DIR / "method" / f"{name}.yaml"
-    config = _plain(OmegaConf.load(path)) if path.exists() else {"name": name}
+    """Return a method's config: its method/NAME.yaml when present, then `overrides`.
+
+    The file is looked up where `mixbench run method=NAME` finds it: in the package's conf/,
+    then in the folders given as `hydra.searchpath=[file://DIR]`, so a plugin's own config
+    file applies to `mixbench benchmark` too.
+    """
+    for folder in _config_folders():
+        path = folder / "method" / f"{name}.yaml"
+        if path.exists():
+            config = _plain(OmegaConf.load(path))
+            break
+    else:
+        config = {"name": name}
     config.update(overrides or {})
     return config
+
+
+def _config_folders() -> list[Path]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import to_absolute_path
+
+    folders = [CONF_DIR]
+    if HydraConfig.initialized():
+        folders += [Path(to_absolute_path(entry[len("file://"):])) for entry in HydraConfig.get().searchpath
+                    if str(entry).startswith("file://")]
+    return folders
 
 
 def run(cfg):

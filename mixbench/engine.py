@@ -282,10 +282,20 @@ def _record_evaluation(backend, loop: LoopState, setting: Setting, main: bool, m
 
 
 def _jsonable_state(method: MixingMethod) -> dict:
-    state = {}
-    for key, value in method.fitted_state().items():
-        state[key] = np.asarray(value).tolist() if isinstance(value, (np.ndarray, list, tuple, float, int)) else repr(value)
-    return state
+    return {key: _jsonable(value) for key, value in method.fitted_state().items()}
+
+
+def _jsonable(value):
+    """Return `value` as plain JSON values; anything else (a law object, say) becomes its repr."""
+    if value is None or isinstance(value, (bool, str, int, float)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    return repr(value)
 
 
 @dataclass
@@ -355,6 +365,8 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     main = setting.is_main_process()
     started = time.perf_counter()
     extra: list[dict] = []
+    # Invalid settings fail here, before the log line below and before any training.
+    method.check(context)
     if main:
         params = method.run_params(context) if method.kind == "online" else method.get_params()
         log.info("method %s, seed %d: %s", method.name, seed, ", ".join(f"{key}={value!r}" for key, value in params.items()) or "no settings")

@@ -70,7 +70,7 @@ def run_parallel(cfg: dict, tasks, configs: dict, directory: Path, jobs: int, bu
     failures = []
     # Spawn starts each worker in a fresh interpreter, because a forked child would inherit torch's thread pools.
     context = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)) as pool:
         futures = {
             pool.submit(_worker_task, cfg, configs[name], seed, str(directory), build_setting): (seed, name)
             for seed, name in tasks
@@ -89,10 +89,12 @@ def run_parallel(cfg: dict, tasks, configs: dict, directory: Path, jobs: int, bu
     return failures
 
 
-def _start_worker() -> None:
+def _start_worker(parent: int) -> None:
     # A parent killed by SIGKILL, or by SIGTERM, which it does not handle, leaves its workers
-    # training with nobody to collect their results. This thread ends such a worker.
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True, name="mixbench-orphan-check").start()
+    # training, and their results are never collected. This thread ends such a worker.
+    # The parent's id comes from the parent: one that died while this worker was starting up
+    # is then noticed at once.
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="mixbench-orphan-check").start()
     # Several workers share one terminal, so progress bars are off and each line names its task.
     engine.SHOW_PROGRESS = False
     handler = logging.StreamHandler()

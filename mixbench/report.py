@@ -232,15 +232,18 @@ def _a_sim_of(member: dict, final: dict | None, store: RunStore):
 
 def _compute_of(record: dict) -> dict:
     compute = record.get("compute") or {}
-    return {key: float(compute.get(key, 0.0) or 0.0) for key in ("train_tokens", "exploration_tokens", "eval_tokens", "wall_time_s")}
+    keys = ("train_tokens", "exploration_tokens", "eval_tokens", "reference_tokens", "target_tokens", "flops", "wall_time_s")
+    return {key: float(compute.get(key, 0.0) or 0.0) for key in keys}
 
 
 def _compute_columns(members: list[dict], store: RunStore) -> dict:
     """Sum compute over the final run and every extra run, averaged over seeds.
 
     Tokens are split by kind: the final run's training, exploration (inside any run), each
-    extra-run role (training and exploration of probe, reference, proxy and single-domain runs)
-    and evaluation. `total_train_tokens` is every token trained on, evaluation excluded.
+    extra-run role (training and exploration of probe, reference, proxy and single-domain runs),
+    evaluation, and the passes inside training steps: tokens a reference model scored and
+    tokens of target-gradient batches. `total_train_tokens` is every token trained on,
+    evaluation excluded; `total_flops` counts every pass.
     """
     per_seed: dict[str, list[float]] = {}
     roles = sorted(set(ROLES) | {run.get("role") or "extra" for member in members for run in member["extra_runs"]})
@@ -253,6 +256,9 @@ def _compute_columns(members: list[dict], store: RunStore) -> dict:
             "total_extra_run_tokens": extra_tokens,
             "total_exploration_tokens": final["exploration_tokens"] + sum(run["exploration_tokens"] for _, run in extra),
             "total_eval_tokens": final["eval_tokens"] + sum(run["eval_tokens"] for _, run in extra),
+            "total_reference_tokens": final["reference_tokens"] + sum(run["reference_tokens"] for _, run in extra),
+            "total_target_tokens": final["target_tokens"] + sum(run["target_tokens"] for _, run in extra),
+            "total_flops": final["flops"] + sum(run["flops"] for _, run in extra),
             "wall_time_s": final["wall_time_s"] + sum(run["wall_time_s"] for _, run in extra),
             "final_run_tokens": final["train_tokens"],
         }
@@ -558,7 +564,8 @@ def legend(table: Table) -> list[str]:
         "95% paired t-interval (Student's t with paired_seeds - 1 degrees of freedom); they are blank with one paired seed.",
         "`std_` columns are standard deviations over seeds (n - 1), blank with one seed. Token and wall-time columns "
         "are averages over seeds of the final run plus every extra run (`<role>_run_tokens` for probe, reference, proxy "
-        "and single-domain runs). `status` is ok, partial (a failed or missing seed), failed (no complete run), missing "
+        "and single-domain runs). `total_reference_tokens` counts tokens a reference model scored during training "
+        "(DoReMi), `total_target_tokens` those of target-gradient batches (DoGE), and `total_flops` every pass. `status` is ok, partial (a failed or missing seed), failed (no complete run), missing "
         "(no result for a method the experiment lists) or skipped (its settings rule it out in this setting; "
         "experiment.json says why).",
     ]

@@ -1,6 +1,7 @@
 """A method defined outside methods/ runs through `mixbench run` and the benchmark table."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -60,12 +61,15 @@ def test_plugin_method_runs_and_appears_in_table(text_folders, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "temperature seed 0: average test perplexity" in run.stderr
 
+    # The benchmark finds the plugin's config file on the same search path as `run`.
     bench = _mixbench(
         ["benchmark", *common, "plugins=[my_methods]", "experiment.methods=[stratified,temperature]",
-         "+experiment.method_overrides.temperature.temperature=4.0"],
+         "hydra.searchpath=[file://conf]"],
         tmp_path,
     )
     assert bench.returncode == 0, bench.stderr[-3000:]
+    saved = json.loads((tmp_path / "results" / "default" / "methods" / "temperature-seed0.json").read_text())
+    assert saved["params"] == {"temperature": 4.0}
     with open(tmp_path / "results" / "default" / "table.csv") as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"stratified", "temperature"}

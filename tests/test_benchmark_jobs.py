@@ -75,19 +75,22 @@ def test_workers_exit_when_the_parent_is_killed(text_folders, tmp_path):
     # Long runs, so that the workers are still training when the parent is killed.
     command = [sys.executable, "-m", "mixbench", "benchmark", *common, METHODS, "experiment.jobs=2", "train.threads=2",
                "train.steps=5000", "train.warmup_steps=10"]
-    parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = tmp_path / "benchmark.log"
+    with open(log, "w") as stderr:
+        parent = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  env=dict(os.environ, OMP_NUM_THREADS="1"))
     workers = []
     try:
-        deadline = time.monotonic() + 180
-        # The pool's workers run multiprocessing's spawn_main; its resource tracker does not.
-        while time.monotonic() < deadline and len(workers) < 2 and parent.poll() is None:
+        deadline = time.monotonic() + 300
+        # Wait until a worker logs a line tagged with its task: the workers are then training.
+        while time.monotonic() < deadline and " seed 0]" not in log.read_text() and parent.poll() is None:
             time.sleep(0.5)
-            workers = [pid for pid in _children(parent.pid) if "spawn_main" in _command_line(pid)]
-        assert len(workers) == 2, "the benchmark did not start its two worker processes"
+        # The pool's workers run multiprocessing's spawn_main; its resource tracker does not.
+        workers = [pid for pid in _children(parent.pid) if "spawn_main" in _command_line(pid)]
+        assert len(workers) == 2, f"the benchmark did not start its two worker processes: {log.read_text()[-2000:]}"
         parent.kill()
         parent.wait()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
             time.sleep(0.5)
         assert not [pid for pid in workers if _alive(pid)], "workers kept running after their parent was killed"

@@ -113,6 +113,22 @@ def test_reference_losses_give_zero_excess_against_itself(small_corpus, tmp_path
     np.testing.assert_allclose(hook.stats[0].excess_loss, 0.0, atol=1e-6)
 
 
+def test_reference_passes_are_counted(small_corpus, tmp_path):
+    backend = make_backend(small_corpus)
+    path = tmp_path / "model.pt"
+    torch.save(backend.model.state_dict(), path)
+    backend.set_reference_model(dict(TINY_MODEL), path)
+    backend.train(2, np.full(3, 1 / 3), by_loss_weights=True)
+    plain_flops = backend.compute.flops
+    assert backend.compute.reference_tokens == 0
+    backend.train(2, np.full(3, 1 / 3), by_loss_weights=True, hook=RecordingHook({"reference_loss"}))
+    batch_tokens = TINY_TRAIN["batch_size"] * TINY_MODEL["context"]
+    assert backend.compute.reference_tokens == 2 * batch_tokens
+    # The reference is the same model, so its forward pass costs about a third of a training step.
+    extra = backend.compute.flops - 2 * plain_flops
+    assert extra == pytest.approx(2 * batch_tokens * 2 * backend.parameters["non_embedding"])
+
+
 def test_reference_losses_need_a_reference_model(small_corpus):
     backend = make_backend(small_corpus)
     with pytest.raises(ConfigError, match="no reference model"):
@@ -161,6 +177,8 @@ def test_named_target_draws_only_its_domains(small_corpus):
     assert len(drawn) == 2
     assert all(np.all(ids == 1) for ids in drawn)
     assert all(stats.target_alignment.shape == (3,) for stats in hook.stats)
+    # Each target batch has one window per domain, trained through like any batch.
+    assert backend.compute.target_tokens == 2 * len(small_corpus.domains) * TINY_MODEL["context"]
 
 
 def test_train_target_skips_target_pass(small_corpus):
@@ -169,6 +187,7 @@ def test_train_target_skips_target_pass(small_corpus):
     hook = TargetHook("train")
     backend.train(2, np.full(3, 1 / 3), hook=hook)
     assert drawn == []
+    assert backend.compute.target_tokens == 0
     assert all(stats.target_alignment is None for stats in hook.stats)
     assert all(stats.gradient_gram.shape == (3, 3) for stats in hook.stats)
 

@@ -131,6 +131,15 @@ def test_aioli_rejects_exploration_longer_than_round():
         method.check(context)
 
 
+@pytest.mark.parametrize("name", ["aioli", "skill_it"])
+def test_round_as_long_as_the_run_rejected(name):
+    # 300 steps against the published 250-step Aioli round would still fit; 200 steps would not.
+    context = SimSetting(sim_config(**(SMALL | {"steps": 200}))).context(0)
+    overrides = {"update_steps": 200} if name == "aioli" else {}
+    with pytest.raises(ConfigError, match=r"update_steps.*set method.update_steps below train.steps"):
+        build_method(method_config(name, overrides)).check(context)
+
+
 def test_aioli_uses_published_setting_by_domain_count():
     method = build_method(method_config("aioli"))
     assert method.settings(2)["lp_steps"] == 4
@@ -153,6 +162,17 @@ def test_aioli_run_is_identified_by_its_filled_settings(tmp_path):
     assert again.final["id"] == first.final["id"]
     assert other.final["id"] != first.final["id"]
     assert first.final["spec"]["method"]["lp_steps"] == 6
+
+
+def test_doge_equivalent_targets_share_a_run():
+    context = SimSetting(sim_config(**SMALL)).context(0)
+    first, last = context.domains[0], context.domains[-1]
+    single = [build_method(method_config("doge", {"target": target})).run_params(context) for target in (first, [first])]
+    assert single[0] == single[1]
+    pair = [build_method(method_config("doge", {"target": target})).run_params(context) for target in ([first, last], [last, first])]
+    assert pair[0] == pair[1]
+    assert pair[0]["target"] == [first, last]
+    assert build_method(method_config("doge")).run_params(context)["target"] is None
 
 
 def test_aioli_on_prior_trains_prior_first(tmp_path):

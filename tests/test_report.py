@@ -228,12 +228,15 @@ def test_listed_methods_without_results_are_missing_rows(tmp_path):
 def test_compute_columns_split_tokens_by_kind(tmp_path):
     records = Records(tmp_path)
     probes = [(records.run(f"probe-{index}", (20, 20), compute={"train_tokens": 100, "exploration_tokens": 0, "eval_tokens": 5,
-                                                                   "wall_time_s": 1.0}), "probe") for index in range(2)]
+                                                                   "reference_tokens": 100, "flops": 10.0, "wall_time_s": 1.0}),
+               "probe") for index in range(2)]
     records.result("dml", 0, (9, 9), extra=probes,
-                   compute={"train_tokens": 1000, "exploration_tokens": 50, "eval_tokens": 20, "wall_time_s": 2.0})
+                   compute={"train_tokens": 1000, "exploration_tokens": 50, "eval_tokens": 20, "target_tokens": 7,
+                            "flops": 100.0, "wall_time_s": 2.0})
     row = records.table().rows[0]
     expected = {"total_train_tokens": 1250, "total_extra_run_tokens": 200, "total_exploration_tokens": 50,
-                "total_eval_tokens": 30, "wall_time_s": 4.0, "final_run_tokens": 1000, "probe_run_tokens": 200,
+                "total_eval_tokens": 30, "total_reference_tokens": 200, "total_target_tokens": 7, "total_flops": 120.0,
+                "wall_time_s": 4.0, "final_run_tokens": 1000, "probe_run_tokens": 200,
                 "reference_run_tokens": 0, "proxy_run_tokens": 0, "single_domain_run_tokens": 0}
     assert {key: row[key] for key in expected} == expected
 

@@ -156,6 +156,9 @@ class HarnessBackend:
                     if target_domains != TRAIN_TARGET:
                         target = signals.target_gradient(self, target_domains)
                         stats.target_alignment = (gradients @ target).double().cpu().numpy()
+                        target_tokens = self.target_sampler.batch_size * self.context
+                        self.compute.target_tokens += target_tokens
+                        self.compute.flops += self.flops_per_token * target_tokens
                 updated = hook.update(stats, mixture)
                 if updated is not None:
                     mixture = validate_mixture(updated, self.domains, name="mixture returned by the step hook")
@@ -170,6 +173,9 @@ class HarnessBackend:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
 
+            if REFERENCE_LOSS in requires:
+                self.compute.reference_tokens += int(global_counts.sum())
+                self.compute.flops += self.reference_flops_per_token * float(global_counts.sum())
             total_tokens += counts
             total_loss += np.nan_to_num(sums)
             mixtures.append(mixture.copy())
@@ -213,6 +219,8 @@ class HarnessBackend:
     def set_reference_model(self, model_settings: dict, path) -> None:
         """Load a finished run's weights as the frozen reference model."""
         self.reference_model = signals.load_reference_model(model_settings, self.corpus.vocab_size, path, self.accelerator.device)
+        # A forward pass costs about 2 FLOPs per weight and token.
+        self.reference_flops_per_token = 2.0 * count_parameters(self.reference_model)["non_embedding"]
 
     def set_loss_normalization(self, normalization: str) -> None:
         """Choose how per-domain loss weights are normalised (see LOSS_NORMALIZATIONS)."""
