@@ -112,6 +112,12 @@ class Aioli(OnlineMethod):
         if not (s["eta"] > 0 and 0 <= s["ema"] < 1):
             raise ConfigError(f"aioli needs eta > 0 and ema in [0, 1), got eta={s['eta']!r}, ema={s['ema']!r}.")
         self._check_prior(context, s["update_steps"])
+        if self.prior_steps and self.prior_steps + exploration > context.total_steps:
+            raise ConfigError(
+                f"aioli prior_steps={self.prior_steps} leaves {context.total_steps - self.prior_steps} steps, fewer than one "
+                f"round's {exploration} exploration steps, so aioli would never update the mixture; lower prior_steps, "
+                f"lp_rounds or lp_steps."
+            )
 
     def _check_prior(self, context: MethodContext, update_steps: int) -> None:
         if self.prior is None:

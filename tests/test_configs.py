@@ -75,3 +75,29 @@ def test_bf16_silent_on_native_cpu(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="mixbench.setting"):
         check_settings(model, train)
     assert not [record for record in caplog.records if "bf16" in record.getMessage()]
+
+
+def _launch_overrides(path: Path) -> list[str]:
+    """Return the overrides of the first `Launch: mixbench run ...` line of a config header."""
+    for line in path.read_text().splitlines():
+        if line.startswith("# Launch: mixbench run"):
+            command = line.split("mixbench run", 1)[1].split("(")[0]
+            return [item.strip("'") for item in command.split()]
+    return []
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "method").glob("*.yaml")), ids=lambda path: path.stem)
+def test_method_launch_line_passes_checks(path):
+    import numpy as np
+
+    from mixbench.method import MethodContext
+
+    overrides = _launch_overrides(path)
+    assert overrides, f"{path} has no 'Launch: mixbench run' line"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides)
+    domains = tuple(cfg.data.domains)
+    train = cfg.train
+    context = MethodContext(domains=domains, eval_sets=domains, train_tokens=np.full(len(domains), 1e6),
+                            total_steps=int(train.steps), tokens_per_step=int(train.batch_size) * int(cfg.model.context))
+    build_method(OmegaConf.to_container(cfg.method, resolve=True)).check(context)

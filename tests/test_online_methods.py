@@ -140,6 +140,14 @@ def test_round_as_long_as_the_run_rejected(name):
         build_method(method_config(name, overrides)).check(context)
 
 
+def test_aioli_prior_leaving_no_room_to_explore_rejected():
+    # 3 domains x 4 x 6 = 72 exploration steps do not fit in the 50 steps after the prior phase.
+    context = SimSetting(sim_config(**SMALL)).context(0)
+    method = build_method(method_config("aioli", {"update_steps": 125, "prior": "natural", "prior_steps": 250}))
+    with pytest.raises(ConfigError, match=r"prior_steps=250 leaves 50 steps, fewer than one round's 72 exploration steps"):
+        method.check(context)
+
+
 def test_aioli_uses_published_setting_by_domain_count():
     method = build_method(method_config("aioli"))
     assert method.settings(2)["lp_steps"] == 4
