@@ -368,8 +368,8 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     # Invalid settings fail here, before the log line below and before any training.
     method.check(context)
     if main:
-        params = method.run_params(context) if method.kind == "online" else method.get_params()
-        log.info("method %s, seed %d: %s", method.name, seed, ", ".join(f"{key}={value!r}" for key, value in params.items()) or "no settings")
+        settings = ", ".join(f"{key}={value!r}" for key, value in method.run_params(context).items())
+        log.info("method %s, seed %d: %s", method.name, seed, settings or "no settings")
 
     def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
         return execute_run(spec, setting, run_dir, method=online, context=context)

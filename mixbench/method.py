@@ -109,6 +109,15 @@ class MixingMethod:
         """Return the hyperparameters, read back from the attributes `__init__` stored."""
         return {name: getattr(self, name) for name in self.param_names()}
 
+    def run_params(self, context: MethodContext) -> dict[str, Any]:
+        """Return the settings that identify this method: `get_params()`.
+
+        An online method's run is keyed by them in the run store. A method that fills null
+        settings from the context (the number of domains, say) returns the filled values, so a
+        change in how they are filled trains a new run instead of reusing an old record.
+        """
+        return self.get_params()
+
     def fitted_state(self) -> dict[str, Any]:
         """Return the learned attributes (names ending in `_`), for the run record."""
         return {key: value for key, value in vars(self).items() if key.endswith("_") and not key.startswith("_")}
@@ -144,15 +153,6 @@ class OnlineMethod(MixingMethod):
 
     def initial_mixture(self, context: MethodContext) -> np.ndarray:
         return np.full(context.m, 1.0 / context.m)
-
-    def run_params(self, context: MethodContext) -> dict[str, Any]:
-        """Return the settings that identify this method's run in the run store: `get_params()`.
-
-        A method that fills null settings from the context (the number of domains, say) returns
-        the filled values. A change in how they are filled then trains a new run; it never reuses
-        a record trained under the old rule.
-        """
-        return self.get_params()
 
     def step_hook(self, context: MethodContext) -> StepHook | None:
         """Return the per-step update the backend calls during training, or None."""
