@@ -102,10 +102,9 @@ class Aioli(OnlineMethod):
             )
         if s["update_steps"] >= context.total_steps:
             raise ConfigError(
-                f"aioli update_steps={s['update_steps']} is not below the run's {context.total_steps} steps, so the run "
-                f"would have a single round and update its mixture at most once (never when the {exploration} exploration "
-                f"steps do not fit in the run); set method.update_steps below train.steps (the default experiment uses 50 "
-                f"for 300 steps) and lp_rounds or lp_steps to match."
+                f"aioli update_steps={s['update_steps']} is not below train.steps={context.total_steps}, so the run has "
+                f"one round and aioli would update its mixture at most once. Set method.update_steps below train.steps "
+                f"(the default experiment uses 50 for 300 steps), with lp_rounds and lp_steps small enough for the round."
             )
         if not 1.0 / m < s["one_hot_weight"] <= 1.0:
             raise ConfigError(f"aioli one_hot_weight={s['one_hot_weight']!r} must lie in (1/m, 1] = ({1.0 / m:.3g}, 1].")
@@ -115,7 +114,7 @@ class Aioli(OnlineMethod):
         if self.prior_steps and self.prior_steps + exploration > context.total_steps:
             raise ConfigError(
                 f"aioli prior_steps={self.prior_steps} leaves {context.total_steps - self.prior_steps} steps, fewer than one "
-                f"round's {exploration} exploration steps, so aioli would never update the mixture; lower prior_steps, "
+                f"round's {exploration} exploration steps, so aioli would never update the mixture. Lower prior_steps, "
                 f"lp_rounds or lp_steps."
             )
 

@@ -68,8 +68,8 @@ class SkillIt(OnlineMethod):
         update_steps = self.interval(context.m)
         if update_steps >= context.total_steps:
             raise ConfigError(
-                f"skill_it updates every {update_steps} steps (update_steps={self.update_steps!r}), not within the run's "
-                f"{context.total_steps} steps, so it would choose one mixture at step 0 and never update it; set "
+                f"skill_it updates every {update_steps} steps (update_steps={self.update_steps!r}), which is not below "
+                f"train.steps={context.total_steps}, so it would choose one mixture at step 0 and never update it. Set "
                 f"method.update_steps below train.steps (the default experiment uses 50 for 300 steps)."
             )
 

@@ -286,7 +286,7 @@ def _jsonable_state(method: MixingMethod) -> dict:
 
 
 def _jsonable(value):
-    """Return `value` as plain JSON values; anything else (a law object, say) becomes its repr."""
+    """Return `value` as plain JSON values. Any other object (a fitted law, say) becomes its repr."""
     if value is None or isinstance(value, (bool, str, int, float)):
         return value
     if isinstance(value, (np.ndarray, np.generic)):
@@ -365,10 +365,11 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     main = setting.is_main_process()
     started = time.perf_counter()
     extra: list[dict] = []
-    # Invalid settings fail here, before the log line below and before any training.
+    # Invalid settings raise here, before the log line below and before any training.
     method.check(context)
+    params = method.run_params(context)
     if main:
-        settings = ", ".join(f"{key}={value!r}" for key, value in method.run_params(context).items())
+        settings = ", ".join(f"{key}={value!r}" for key, value in params.items())
         log.info("method %s, seed %d: %s", method.name, seed, settings or "no settings")
 
     def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
@@ -381,7 +382,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
     else:
         online, reference = _prepare_online(method_config, setting, store, seed, context, train, extra, main)
-        spec = setting.spec(seed, method={"name": method.name, **method.run_params(context)}, role="proxy" if method.trains_proxy else "final")
+        spec = setting.spec(seed, method={"name": method.name, **params}, role="proxy" if method.trains_proxy else "final")
         run, _ = store.get_or_run(
             spec, lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference), main=main
         )

@@ -90,10 +90,9 @@ def run_parallel(cfg: dict, tasks, configs: dict, directory: Path, jobs: int, bu
 
 
 def _start_worker(parent: int) -> None:
-    # A parent killed by SIGKILL, or by SIGTERM, which it does not handle, leaves its workers
-    # training, and their results are never collected. This thread ends such a worker.
-    # The parent's id comes from the parent: one that died while this worker was starting up
-    # is then noticed at once.
+    # A parent killed by SIGKILL or SIGTERM leaves its workers training with no process to collect
+    # their results, so this thread ends them. The parent passes its own id, so a parent that died
+    # during start-up is noticed too.
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="mixbench-orphan-check").start()
     # Several workers share one terminal, so progress bars are off and each line names its task.
     engine.SHOW_PROGRESS = False

@@ -243,7 +243,7 @@ def _compute_columns(members: list[dict], store: RunStore) -> dict:
     extra-run role (training and exploration of probe, reference, proxy and single-domain runs),
     evaluation, and the passes inside training steps: tokens a reference model scored and
     tokens of target-gradient batches. `total_train_tokens` is every token trained on,
-    evaluation excluded; `total_flops` counts every pass.
+    evaluation excluded, and `total_flops` counts every pass.
     """
     per_seed: dict[str, list[float]] = {}
     roles = sorted(set(ROLES) | {run.get("role") or "extra" for member in members for run in member["extra_runs"]})

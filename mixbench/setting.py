@@ -162,13 +162,13 @@ def _bf16_supported() -> bool:
 
 
 def _cpu_has_native_bf16() -> bool:
-    """Return whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX); without them torch emulates bf16."""
+    """Return whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX). Without them torch emulates bf16."""
     import torch
 
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:
-        # Older or other torch builds lack these private checks; assume the fast path rather than warn wrongly.
+        # Some torch builds lack these private checks. Assume native bf16 then, so that no false warning is logged.
         return True
 
 

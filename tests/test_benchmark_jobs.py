@@ -70,7 +70,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads process state from /proc")
-def test_workers_exit_when_the_parent_is_killed(text_folders, tmp_path):
+def test_workers_exit_with_killed_parent(text_folders, tmp_path):
     common = overrides(text_folders, tmp_path / "cache")
     # Long runs, so that the workers are still training when the parent is killed.
     command = [sys.executable, "-m", "mixbench", "benchmark", *common, METHODS, "experiment.jobs=2", "train.threads=2",

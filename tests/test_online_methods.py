@@ -132,15 +132,15 @@ def test_aioli_rejects_exploration_longer_than_round():
 
 
 @pytest.mark.parametrize("name", ["aioli", "skill_it"])
-def test_round_as_long_as_the_run_rejected(name):
+def test_round_as_long_as_run_rejected(name):
     # 300 steps against the published 250-step Aioli round would still fit; 200 steps would not.
     context = SimSetting(sim_config(**(SMALL | {"steps": 200}))).context(0)
     overrides = {"update_steps": 200} if name == "aioli" else {}
-    with pytest.raises(ConfigError, match=r"update_steps.*set method.update_steps below train.steps"):
+    with pytest.raises(ConfigError, match=r"update_steps.*Set method.update_steps below train.steps"):
         build_method(method_config(name, overrides)).check(context)
 
 
-def test_aioli_prior_leaving_no_room_to_explore_rejected():
+def test_aioli_prior_leaving_no_exploration_rejected():
     # 3 domains x 4 x 6 = 72 exploration steps do not fit in the 50 steps after the prior phase.
     context = SimSetting(sim_config(**SMALL)).context(0)
     method = build_method(method_config("aioli", {"update_steps": 125, "prior": "natural", "prior_steps": 250}))
@@ -158,7 +158,7 @@ def test_aioli_uses_published_setting_by_domain_count():
     assert method.settings(8)["update_steps"] == 200
 
 
-def test_aioli_run_is_identified_by_its_filled_settings(tmp_path):
+def test_aioli_run_keyed_by_filled_settings(tmp_path):
     # Null settings and the published values they stand for are the same run. Another domain
     # count's values make another run, so a change in how nulls are filled cannot reuse an old record.
     setting = SimSetting(sim_config(domains=3, steps=500, eval_every=250))
