@@ -58,6 +58,13 @@ class SkillIt(OnlineMethod):
                     f"{len(context.eval_sets)} evaluation sets; give one row per domain ({', '.join(context.domains)}) "
                     f"with one column per evaluation set."
                 )
+            values = np.asarray(self.graph, dtype=object).ravel()
+            bad = [value for value in values if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)]
+            if bad:
+                raise ConfigError(
+                    f"skill_it graph contains {bad[0]!r}; every entry must be a finite number (negative entries, where "
+                    f"training on a domain raises another's loss, are allowed)."
+                )
         if not (self.eta > 0 and self.window >= 1 and 0 < self.graph_steps_fraction <= 1):
             raise ConfigError(
                 f"skill_it needs eta > 0, window >= 1 and graph_steps_fraction in (0, 1]; got eta={self.eta!r}, "

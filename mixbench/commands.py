@@ -15,7 +15,7 @@ from mixbench.engine import run_method, save_method_result, setting_identity, se
 from mixbench.errors import ConfigError, RunFailedError
 from mixbench.method import available_methods, build_method, get_method_class
 from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, render_markdown, write_tables
-from mixbench.runs import RunStore, write_json_atomic
+from mixbench.runs import RunStore, folder_lock, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
 from mixbench.parallel import run_parallel, run_sequential
 from mixbench.threads import available_cores, member_threads, set_torch_threads
@@ -110,14 +110,17 @@ def run(cfg):
     store = RunStore(cfg.results_dir)
     config = _plain(cfg.method)
     method = build_method(config)
-    corpus = prepare(cfg)
-    setting = _setting(cfg, corpus)
+    kind = _experiment_kind(cfg.experiment)
+    directory = Path(cfg.results_dir) / cfg.experiment.name
+    _check_same_kind(directory, kind)
+    setting = build_setting(cfg)
     method.check(setting.context(int(cfg.seed)))
 
     result = run_method(config, setting, store, int(cfg.seed))
     if not setting.is_main_process():
         return result
-    save_method_result(result, Path(cfg.results_dir) / cfg.experiment.name)
+    save_method_result(result, directory)
+    _add_to_experiment(directory, cfg.experiment.name, kind, result.method, result.seed)
     final = result.final
     if final.get("status") != "complete":
         raise ConfigError(f"run {final['id']} of method {result.method!r} failed: {final.get('error')}")
@@ -149,14 +152,42 @@ def benchmark_methods(experiment) -> list[str]:
 
 def build_setting(cfg):
     """Build the experiment's setting: the simulator, or the corpus (prepared or loaded from the cache)."""
-    setting_name = cfg.experiment.get("setting", "corpus")
-    if setting_name == "sim":
+    if _experiment_kind(cfg.experiment) == "sim":
         from mixbench.sim.setting import SimSetting
 
         return SimSetting(_plain(cfg.sim))
-    if setting_name == "corpus":
-        return _setting(cfg, prepare(cfg))
-    raise ConfigError(f"experiment.setting={setting_name!r} is unknown; use 'corpus' or 'sim'.")
+    return _setting(cfg, prepare(cfg))
+
+
+def _experiment_kind(experiment) -> str:
+    """Return `experiment.setting`, checked: corpus (real training) or sim (the simulator)."""
+    kind = experiment.get("setting", "corpus")
+    if kind not in ("corpus", "sim"):
+        raise ConfigError(f"experiment.setting={kind!r} is unknown; use 'corpus' or 'sim'.")
+    return kind
+
+
+def _check_same_kind(directory: Path, kind: str) -> None:
+    """Raise ConfigError when the experiment's folder already has results of the other kind of setting."""
+    earlier = load_experiment(directory) or {}
+    if earlier.get("setting", kind) != kind:
+        raise ConfigError(
+            f"{directory} contains results of experiment.setting={earlier['setting']}, and this command trains with "
+            f"experiment.setting={kind}. Set experiment.name to another name, so that each table compares one kind."
+        )
+
+
+def _add_to_experiment(directory: Path, name: str, kind: str, method: str, seed: int) -> None:
+    """Add one method and seed to experiment.json, so that `mixbench table` builds the table of the right kind.
+
+    The folder lock keeps the members of a parallel sweep from losing each other's entries.
+    """
+    with folder_lock(directory):
+        earlier = load_experiment(directory) or {}
+        methods = list(dict.fromkeys([*(earlier.get("methods") or []), method]))
+        seeds = sorted(set(earlier.get("seeds") or []) | {int(seed)})
+        entry = {"name": name, "setting": kind, "methods": methods, "seeds": seeds, "skipped": earlier.get("skipped") or {}}
+        write_json_atomic(directory / "experiment.json", entry)
 
 
 def _benchmark_jobs(experiment) -> int:
@@ -187,6 +218,7 @@ def benchmark(cfg):
 
     # Build every method and check its settings before any training starts.
     configs = {name: method_config(name, overrides.get(name)) for name in names}
+    _check_same_kind(Path(cfg.results_dir) / experiment.name, _experiment_kind(experiment))
     setting = build_setting(cfg)
     skipped = {}
     names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str), skipped=skipped)
@@ -206,7 +238,7 @@ def benchmark(cfg):
         failures = run_sequential(tasks, configs, setting, store, directory)
     if not setting.is_main_process():
         return None
-    _warn_other_seeds(directory, seeds)
+    _warn_earlier_results(directory, seeds)
     rows = table_for(directory, store)
     if failures:
         raise RunFailedError(
@@ -216,14 +248,26 @@ def benchmark(cfg):
     return rows
 
 
-def _warn_other_seeds(directory: Path, seeds: list[int]) -> None:
-    """Say so when the table will also summarise seeds of earlier runs that this command did not request."""
-    earlier = sorted({int(result["seed"]) for result in load_results(directory)} - set(seeds))
+def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
+    """Say so when the table will also summarise earlier results that this command did not produce.
+
+    Those are seeds it did not request, and methods with several sets of hyperparameters, each of
+    which gets its own row.
+    """
+    results = load_results(directory)
+    earlier = sorted({int(result["seed"]) for result in results} - set(seeds))
     if earlier:
         log.warning(
             "the table of %s also includes seeds %s from earlier runs; use another experiment.name for a table of "
             "seeds %s alone, or `mixbench table 'table.seeds=%s'` for a filtered copy.",
             directory, earlier, seeds, seeds,
+        )
+    variants = sorted({result["name"] for result in results if result["name"] != result["method"]})
+    if variants:
+        log.warning(
+            "the table of %s has one row per set of hyperparameters of a method: %s. Delete the files of sets you no "
+            "longer want under %s/methods, or use another experiment.name.",
+            directory, ", ".join(variants), directory,
         )
 
 
@@ -254,12 +298,14 @@ def _write_experiment(directory: Path, name: str, kind: str, methods: list[str],
     that could not run there and the reason, so that the table shows them as skipped, not missing.
     """
     path = directory / "experiment.json"
-    earlier = load_experiment(directory) or {}
-    merged_methods = list(dict.fromkeys([*(earlier.get("methods") or []), *methods, *skipped]))
-    merged_seeds = sorted(set(earlier.get("seeds") or []) | set(seeds))
-    by_setting = dict(earlier.get("skipped") or {})
-    by_setting[label] = skipped
-    write_json_atomic(path, {"name": name, "setting": kind, "methods": merged_methods, "seeds": merged_seeds, "skipped": by_setting})
+    with folder_lock(directory):
+        earlier = load_experiment(directory) or {}
+        merged_methods = list(dict.fromkeys([*(earlier.get("methods") or []), *methods, *skipped]))
+        merged_seeds = sorted(set(earlier.get("seeds") or []) | set(seeds))
+        by_setting = dict(earlier.get("skipped") or {})
+        by_setting[label] = skipped
+        entry = {"name": name, "setting": kind, "methods": merged_methods, "seeds": merged_seeds, "skipped": by_setting}
+        write_json_atomic(path, entry)
 
 
 def table_for(directory: Path, store: RunStore, filters: Filters | None = None) -> list[dict]:

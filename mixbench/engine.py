@@ -334,7 +334,11 @@ class MethodResult:
 def failed_method_result(method_config: dict[str, Any], setting: Setting, seed: int, error: BaseException) -> MethodResult:
     """Return the result of a method that raised before it had a final run, marked failed."""
     name = str(method_config.get("name"))
-    params = {key: value for key, value in method_config.items() if key != "name"}
+    try:
+        # The parameters a successful run of this config would record, so that both share one file.
+        params = build_method(method_config).get_params()
+    except Exception:  # noqa: BLE001 - the config itself may be what failed
+        params = {key: value for key, value in method_config.items() if key != "name"}
     final = {"id": None, "status": "failed", "error": f"{type(error).__name__}: {error}"}
     return MethodResult(name, params, seed, final, [], {}, 0.0, setting=setting_identity(setting))
 
@@ -443,25 +447,58 @@ def _train_probes(probes, method_name, setting, store, seed, train, extra, main)
 def save_method_result(result: MethodResult, directory: Path) -> Path:
     """Write a method result next to the experiment's table, atomically, and return its path.
 
-    The file is `<method>-seed<k>.json`. When that file contains the result of another setting (the
-    same experiment run again with data=three, say), the new result goes to
-    `<method>-seed<k>-<setting label>.json`, so results of several settings sit side by side.
+    A result is identified by its method, seed, setting and hyperparameters. The first one of a
+    method and seed goes to `<method>-seed<k>.json`. A result of another setting (the same
+    experiment run again with data=three, say) goes to `<method>-seed<k>-<setting label>.json`, and
+    one with other hyperparameters (a sweep over `method.eta`, say) to
+    `<method>-seed<k>-<setting label>-<digest of the hyperparameters>.json`. So rerunning a result
+    replaces it, and results of other settings or hyperparameters sit side by side.
     """
     methods = Path(directory) / "methods"
-    path = methods / f"{result.method}-seed{result.seed}.json"
-    if result.setting is not None:
-        label = re.sub(r"[^A-Za-z0-9_.-]", "_", setting_label(result.setting))
-        qualified = methods / f"{result.method}-seed{result.seed}-{label}.json"
-        # Once a setting has its own file it keeps it, so no setting is ever stored twice.
-        if qualified.exists() or _stored_setting(path) not in (None, result.setting):
-            path = qualified
+    base = f"{result.method}-seed{result.seed}"
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", setting_label(result.setting))
+    candidates = [methods / f"{base}.json", methods / f"{base}-{label}.json",
+                  methods / f"{base}-{label}-{params_digest(result.params)}.json"]
+    identity = _identity(result.to_dict())
+    stored = [_stored_identity(path) for path in candidates]
+    free = [held is None or held == "replaceable" for held in stored]
+    # A file that contains this very result is rewritten. A file without a setting predates settings
+    # and is replaced. The setting's name is taken only when the first file contains another setting.
+    if identity in stored:
+        path = candidates[stored.index(identity)]
+    elif free[0]:
+        path = candidates[0]
+    elif free[1] and stored[0][0] != identity[0]:
+        path = candidates[1]
+    else:
+        path = candidates[2]
     write_json_atomic(path, result.to_dict())
     return path
 
 
-def _stored_setting(path: Path) -> dict | None:
-    """Return the setting of the method result stored at `path`; None when absent, unreadable or older."""
-    try:
-        return json.loads(path.read_text()).get("setting")
-    except (OSError, ValueError):
+def params_digest(params: dict) -> str:
+    """Return 8 hex digits that identify a method's hyperparameters."""
+    encoded = json.dumps(_jsonable(params), sort_keys=True)
+    return hashlib.sha256(encoded.encode()).hexdigest()[:8]
+
+
+def _identity(stored: dict) -> tuple:
+    return (json.dumps(stored.get("setting"), sort_keys=True), params_digest(stored.get("params") or {}))
+
+
+def _stored_identity(path: Path):
+    """Return the identity of the result stored at `path`.
+
+    None when the file is absent; "replaceable" when it is unreadable or has no setting.
+    """
+    if not path.exists():
         return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "replaceable"
+    if stored.get("setting") is None:
+        return "replaceable"
+    return _identity(stored)
+
+

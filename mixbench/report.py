@@ -1,6 +1,8 @@
 """Comparison tables, rebuilt from method results and run records only.
 
-A table has one row per method and setting. A setting is the data, model and training settings a
+A table has one row per method and setting. A method that ran with several sets of hyperparameters
+in one experiment (a sweep over `method.eta`, say) has one row per set, named by the values that
+differ: `aioli[eta=0.5]`. A setting is the data, model and training settings a
 method ran in (`setting` in a method result). Rows compare each method with stratified sampling,
 seed by seed within a setting. The win/loss summary counts the settings in which each method beats
 stratified. `write_tables` renders the same table as markdown, CSV and LaTeX, with no timestamps and
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixbench.engine import setting_label
+from mixbench.engine import params_digest, setting_label
 from mixbench.errors import ConfigError, unknown_name_error
 from mixbench.runs import RunStore, write_text_atomic
 
@@ -35,7 +37,7 @@ T_TABLE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2
 
 
 def load_results(experiment_dir: Path) -> list[dict]:
-    """Read every method result of an experiment, sorted by method, setting and seed."""
+    """Read every method result of an experiment, named as in `name_variants`, sorted by name, setting and seed."""
     paths = sorted((Path(experiment_dir) / "methods").glob("*.json"))
     if not paths:
         listed = (load_experiment(experiment_dir) or {}).get("methods")
@@ -49,15 +51,46 @@ def load_results(experiment_dir: Path) -> list[dict]:
             result = json.loads(path.read_text())
         except ValueError as error:
             raise ConfigError(f"method result {path} is not valid JSON ({error}); delete it and run the method again.") from None
-        key = (result["method"], setting_label(result.get("setting")), int(result["seed"]))
+        key = (result["method"], params_digest(result.get("params") or {}), setting_label(result.get("setting")),
+               int(result["seed"]))
         if key in origins:
             raise ConfigError(
-                f"{origins[key].name} and {path.name} under {path.parent} are both {key[0]} at seed {key[2]} in setting "
-                f"{key[1]}; delete the outdated one."
+                f"{origins[key].name} and {path.name} under {path.parent} are both {key[0]} at seed {key[3]} in setting "
+                f"{key[2]} with the same hyperparameters; delete the outdated one."
             )
         origins[key] = path
         results.append(result)
-    return sorted(results, key=lambda result: (result["method"], setting_label(result.get("setting")), result["seed"]))
+    name_variants(results)
+    return sorted(results, key=lambda result: (result["name"], setting_label(result.get("setting")), result["seed"]))
+
+
+def name_variants(results: list[dict]) -> list[dict]:
+    """Give each result its row name and return the list.
+
+    The name is the method's name when all its results share one set of hyperparameters, and otherwise
+    the method followed by the hyperparameters in which its sets differ: `aioli[eta=0.5,ema=0.1]`.
+    """
+    variants: dict[str, dict[str, dict]] = {}
+    for result in results:
+        params = result.get("params") or {}
+        variants.setdefault(result["method"], {})[params_digest(params)] = params
+    names = {}
+    for method, sets in variants.items():
+        keys = sorted({key for params in sets.values() for key in params})
+        differing = [key for key in keys if len({json.dumps(params.get(key), sort_keys=True) for params in sets.values()}) > 1]
+        for digest, params in sets.items():
+            values = ",".join(f"{key}={_printed(params.get(key))}" for key in differing)
+            names[method, digest] = f"{method}[{values}]" if len(sets) > 1 else method
+        if len(set(names[method, digest] for digest in sets)) < len(sets):
+            # Sets that differ only in a key one of them lacks print alike, so the digest names them instead.
+            names.update({(method, digest): f"{method}[{digest}]" for digest in sets})
+    for result in results:
+        result["name"] = names[result["method"], params_digest(result.get("params") or {})]
+    return results
+
+
+def _printed(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def load_experiment(experiment_dir: Path) -> dict | None:
@@ -130,9 +163,11 @@ def apply_filters(results: list[dict], filters: Filters, expected_methods=()) ->
     Raises ConfigError for a method, setting or seed that the experiment does not have.
     """
     known_methods = sorted({result["method"] for result in results} | set(expected_methods))
+    variant_names = sorted({result["name"] for result in results} - set(known_methods))
     for name in filters.methods or ():
-        if name not in known_methods:
-            raise unknown_name_error("method", name, known_methods, fix="table.methods may only name methods of this experiment.")
+        if name not in known_methods and name not in variant_names:
+            raise unknown_name_error("method", name, known_methods + variant_names,
+                                     fix="table.methods may only name methods of this experiment, or their rows.")
     if filters.settings is not None:
         labels = {setting_label(result.get("setting")) for result in results}
         names = {_setting_name(result) for result in results}
@@ -146,7 +181,12 @@ def apply_filters(results: list[dict], filters: Filters, expected_methods=()) ->
         for seed in filters.seeds:
             if seed not in known_seeds:
                 raise ConfigError(f"table.seeds contains seed {seed}, which has no result here; known seeds: {known_seeds}.")
-    listed = list(filters.methods) if filters.methods is not None else known_methods
+    chosen = list(filters.methods) if filters.methods is not None else known_methods
+    # A method's name lists every row it has here; a row's own name lists that row alone.
+    listed = set()
+    for name in chosen:
+        rows = {result["name"] for result in results if result["method"] == name}
+        listed |= (rows or {name}) if name in known_methods else {name}
     return results, sorted(listed)
 
 
@@ -358,10 +398,10 @@ def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, 
     """
     filters = filters or Filters()
     expected = expected or {}
-    selected, listed = apply_filters(results, filters, expected.get("methods") or ())
+    selected, listed = apply_filters(name_variants(results), filters, expected.get("methods") or ())
     by_setting: dict[str, dict[str, list[dict]]] = {}
     for result in selected:
-        by_setting.setdefault(setting_label(result.get("setting")), {}).setdefault(result["method"], []).append(result)
+        by_setting.setdefault(setting_label(result.get("setting")), {}).setdefault(result["name"], []).append(result)
 
     rows = []
     for label in sorted(by_setting):

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,9 +94,12 @@ def load_method_runs(results_dir: str | Path, experiment: str, setting: str | No
     paths = sorted(methods_dir.glob("*.json"))
     if not paths:
         raise MissingInput(f"no method results under {methods_dir}")
+    from mixbench.report import name_variants
+
+    # A method with several sets of hyperparameters gets one name per set, as in the table.
+    results = name_variants([json.loads(path.read_text()) for path in paths])
     runs = []
-    for path in paths:
-        result = json.loads(path.read_text())
+    for path, result in zip(paths, results):
         if setting is not None and result_setting(result) != setting:
             continue
         loaded = _load_runs_of(results_dir, result)
@@ -121,7 +125,7 @@ def _load_runs_of(results_dir: str | Path, result: dict) -> MethodRun | str:
         extra.append(record)
     proxies = [record for record in extra if record.get("role") == "proxy"]
     mixing = proxies[0] if proxies else final
-    return MethodRun(result["method"], int(result["seed"]), result, final, mixing, tuple(extra))
+    return MethodRun(result["name"], int(result["seed"]), result, final, mixing, tuple(extra))
 
 
 def pick_seed(runs: list[MethodRun], seed: int | None) -> tuple[int, list[MethodRun]]:
@@ -170,7 +174,8 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: tuple[str,
             raise ValueError(f"figure format {kind!r} is not supported; use one of {', '.join(METADATA)}.")
         buffer = io.BytesIO()
         fig.savefig(buffer, format=kind, dpi=DPI, metadata=METADATA[kind])
-        path = out_dir / f"{stem}.{kind}"
+        # A row name such as aioli[eta=0.5] becomes a portable file name.
+        path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', stem)}.{kind}"
         _write_bytes_atomic(path, buffer.getvalue())
         written.append(path)
     return written

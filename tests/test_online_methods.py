@@ -1,5 +1,6 @@
 """The online methods end to end on the simulator, and their configuration errors."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,18 @@ def test_skill_it_rejects_graph_of_wrong_shape(tmp_path):
         method.check(setting.context(0))
     with pytest.raises(ConfigError, match="graph has shape"):
         run_method(method_config("skill_it", {"graph": [[1.0, 0.0], [0.0, 1.0]]}), setting, RunStore(tmp_path), seed=0)
+
+
+
+@pytest.mark.parametrize("entry", [float("nan"), float("inf"), "high", None])
+def test_skill_it_rejects_non_finite_graph(entry):
+    setting = SimSetting(sim_config(**SMALL))
+    graph = [[1.0, -0.2, 0.0], [0.0, 1.0, entry], [0.0, 0.0, 1.0]]
+    with pytest.raises(ConfigError, match=f"graph contains {re.escape(repr(entry))}; every entry must be a finite number"):
+        build_method(method_config("skill_it", {"graph": graph, "update_steps": 100})).check(setting.context(0))
+    # Negative entries (training on a domain raises another's loss) are valid.
+    graph[1][2] = -0.5
+    build_method(method_config("skill_it", {"graph": graph, "update_steps": 100})).check(setting.context(0))
 
 
 def test_skill_it_configured_graph_needs_no_single_domain_runs(tmp_path):

@@ -10,7 +10,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mixbench.commands import CONF_DIR, benchmark, table
+from mixbench.commands import CONF_DIR, benchmark, run, table
 from mixbench.engine import MethodResult, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError
 from mixbench.report import CORPUS, Filters, build_table, latex_escape, load_results, t_quantile_975, to_latex
@@ -305,7 +305,7 @@ def test_duplicate_results_are_rejected(tmp_path):
     records.result("natural", 0, (9, 11))
     copy = records.experiment / "methods" / "natural-seed0-copy.json"
     copy.write_text((records.experiment / "methods" / "natural-seed0-default-aaaa1111.json").read_text())
-    with pytest.raises(ConfigError, match="both natural at seed 0 in setting default-aaaa1111; delete the outdated one"):
+    with pytest.raises(ConfigError, match="both natural at seed 0 in setting default-aaaa1111 with the same hyperparameters; delete the outdated one"):
         load_results(records.experiment)
 
 
@@ -348,3 +348,47 @@ def test_benchmark_marks_ruled_out_method_skipped(tmp_path):
     assert sorted(row["status"] for row in rows if row["method"] == "grid") == ["ok", "skipped"]
     assert sorted(row["status"] for row in rows if row["method"] == "stratified") == ["ok", "ok"]
     assert "| grid | 0 | 0 | 0 | skipped |" in (tmp_path / "sim" / "table.md").read_text()
+
+
+def test_hyperparameter_sets_kept_apart(tmp_path):
+    def result(params, setting=DEFAULT):
+        return MethodResult("aioli", params, 0, {"id": "run", "status": "complete"}, [], {}, 1.0, setting=setting)
+
+    directory = tmp_path / "exp"
+    first = save_method_result(result({"eta": 0.1}), directory).name
+    assert first == "aioli-seed0.json"
+    assert save_method_result(result({"eta": 0.1}), directory).name == first
+    other = save_method_result(result({"eta": 0.5}), directory).name
+    assert re.fullmatch(r"aioli-seed0-default-aaaa1111-[0-9a-f]{8}\.json", other)
+    assert save_method_result(result({"eta": 0.5}), directory).name == other
+    assert save_method_result(result({"eta": 0.1}, THREE), directory).name == "aioli-seed0-three-cccc3333.json"
+    stored = {path.name: json.loads(path.read_text())["params"] for path in (directory / "methods").glob("*.json")}
+    assert stored == {first: {"eta": 0.1}, other: {"eta": 0.5}, "aioli-seed0-three-cccc3333.json": {"eta": 0.1}}
+
+
+def test_sweep_row_per_value(tmp_path):
+    overrides = [f"results_dir={tmp_path}", "experiment=sim", "experiment.seeds=[0]", "sim.steps=100",
+                 "sim.warmup_steps=10", "sim.eval_every=50"]
+    for method in ("method=stratified", "method=doremi", "method=doremi method.eta=0.5"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            run(compose(config_name="run", overrides=[*overrides, *method.split()]))
+    assert json.loads((tmp_path / "sim" / "experiment.json").read_text())["setting"] == "sim"
+    rows = command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])
+    by_name = {row["method"]: row for row in rows}
+    assert sorted(by_name) == ["doremi[eta=0.5]", "doremi[eta=1.0]", "stratified"]
+    assert by_name["doremi[eta=0.5]"]["final_avg_loss"] != by_name["doremi[eta=1.0]"]["final_avg_loss"]
+    assert all("delta_vs_stratified" in by_name[name] for name in ("doremi[eta=0.5]", "doremi[eta=1.0]"))
+    single = command("table", [f"results_dir={tmp_path}", "experiment.name=sim", "table.methods=['doremi[eta=0.5]']"])
+    assert [row["method"] for row in single if row["method"] != "stratified"] == ["doremi[eta=0.5]"]
+    both = command("table", [f"results_dir={tmp_path}", "experiment.name=sim", "table.methods=[doremi]"])
+    assert sorted(row["method"] for row in both) == ["doremi[eta=0.5]", "doremi[eta=1.0]"]
+
+
+def test_run_rejects_other_setting_kind(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        run(compose(config_name="run", overrides=[f"results_dir={tmp_path}", "experiment=sim", "method=stratified",
+                                                  "sim.steps=100", "sim.warmup_steps=10", "sim.eval_every=50"]))
+        corpus = compose(config_name="run", overrides=[f"results_dir={tmp_path}", "experiment.name=sim", "method=natural"])
+    with pytest.raises(ConfigError, match="contains results of experiment.setting=sim, and this command trains with experiment.setting=corpus"):
+        run(corpus)
+    assert sorted(path.name for path in (tmp_path / "sim" / "methods").iterdir()) == ["stratified-seed0.json"]
