@@ -140,13 +140,7 @@ def execute_run(
     save the run's state at chosen rounds.
     """
     tracking = bool(tracker_names(spec.train))  # a missing tracker package fails before the model is built
-    backend = setting.make_backend(spec)
-    if reference is not None:
-        setting.attach_reference(backend, spec, *reference)
-    # A method that trains by loss weights may choose how they are normalised (DoReMi has two).
-    normalization = getattr(method, "loss_normalization", None)
-    if normalization is not None and hasattr(backend, "set_loss_normalization"):
-        backend.set_loss_normalization(normalization)
+    backend = _make_backend(spec, setting, method, reference)
     train = spec.train
     eval_every, checkpoint_every = int(train.get("eval_every", 0)), int(train.get("checkpoint_every", 0))
     round_steps = method.round_steps if method is not None else 0
@@ -209,7 +203,24 @@ def execute_run(
         if tracker is not None:
             tracker.finish()
     progress.close()
+    return _complete_record(spec, setting, backend, loop, method, run_dir, main)
 
+
+def _make_backend(spec: RunSpec, setting: Setting, method: OnlineMethod | None, reference: tuple[RunSpec, Path] | None):
+    """Build the run's backend, with the reference model and the loss normalization the method needs."""
+    backend = setting.make_backend(spec)
+    if reference is not None:
+        setting.attach_reference(backend, spec, *reference)
+    # A method that trains by loss weights may choose how they are normalised (DoReMi has two).
+    normalization = getattr(method, "loss_normalization", None)
+    if normalization is not None and hasattr(backend, "set_loss_normalization"):
+        backend.set_loss_normalization(normalization)
+    return backend
+
+
+def _complete_record(spec: RunSpec, setting: Setting, backend, loop: LoopState, method: OnlineMethod | None,
+                     run_dir: Path, main: bool) -> dict:
+    """Run the final test pass, save the model and return the record of a finished run."""
     test_losses = backend.evaluate("test") if spec.train.get("test_pass", True) else None
     if main:
         setting.save_model(backend, run_dir)
