@@ -32,7 +32,7 @@ class DataMixingLaws(ProbingMethod):
         design: str = "cover",
         probe_steps: float | None = 0.25,
         probe_model="probe",
-        max_epochs: float | None = 15.0,
+        max_epochs: float | None = 15,
         law_params: dict | None = None,
     ):
         self.probes = probes

@@ -49,11 +49,12 @@ class DoGE(OnlineMethod):
         self.target = target
 
     def run_params(self, context: MethodContext) -> dict:
-        # "wiki" and ["wiki"], or one list in two orders, name one target and so one run.
+        # "wiki" and ["wiki"], or one list in two orders, name one target and so one run. So do
+        # mu=null and the published value it stands for at this number of domains.
         target = check_gradient_target(self.gradient_target, context.domains)
         if isinstance(target, tuple):
             target = [name for name in context.domains if name in target]
-        return self.get_params() | {"target": target}
+        return self.get_params() | {"target": target, "mu": self.resolved_mu(context.m)}
 
     @property
     def gradient_target(self):

@@ -41,7 +41,7 @@ class RegMix(ProbingMethod):
         prior_temperature: float = 0.5,
         concentrations=DEFAULT_CONCENTRATIONS,
         min_weight: float = 2e-4,
-        max_epochs: float | None = 15.0,
+        max_epochs: float | None = 15,
         n_samples: int = 100_000,
         top_k: int = 128,
     ):

@@ -51,7 +51,13 @@ class SkillIt(OnlineMethod):
 
     def check(self, context: MethodContext) -> None:
         if self.graph is not None:
-            shape = np.shape(self.graph)
+            try:
+                shape = np.shape(self.graph)
+            except ValueError:
+                raise ConfigError(
+                    f"skill_it graph {self.graph!r} has rows of different lengths; give {context.m} rows of "
+                    f"{len(context.eval_sets)} numbers, one row per domain ({', '.join(context.domains)})."
+                ) from None
             if shape != (context.m, len(context.eval_sets)):
                 raise ConfigError(
                     f"skill_it graph has shape {shape} but this setting has {context.m} training domains and "

@@ -31,7 +31,7 @@ EXAMPLES = {
     "benchmark": ["mixbench benchmark", "mixbench benchmark experiment.seeds=[0,1,2] train.steps=600", "mixbench benchmark data=three"],
     "table": [
         "mixbench table experiment=default",
-        "mixbench table experiment.name=runs",
+        "mixbench table experiment.name=sim",
         "mixbench table experiment=default 'table.methods=[stratified,natural]' table.settings=[three] 'table.seeds=[0,1]'",
     ],
     "laws": [

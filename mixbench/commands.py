@@ -124,13 +124,12 @@ def run(cfg):
     final = result.final
     if final.get("status") != "complete":
         raise ConfigError(f"run {final['id']} of method {result.method!r} failed: {final.get('error')}")
-    log.info(
-        "%s seed %d: average test perplexity %.3f (run %s)",
-        result.method,
-        result.seed,
-        sum(final["test_perplexity"]) / len(final["test_perplexity"]),
-        final["id"],
-    )
+    if "true_mean_loss" in final:
+        # The simulator's figure of merit is the true mean loss of its known law, as in its table.
+        log.info("%s seed %d: final mean loss %.4f (run %s)", result.method, result.seed, final["true_mean_loss"], final["id"])
+    else:
+        perplexity = sum(final["test_perplexity"]) / len(final["test_perplexity"])
+        log.info("%s seed %d: average test perplexity %.3f (run %s)", result.method, result.seed, perplexity, final["id"])
     return result
 
 
@@ -169,10 +168,12 @@ def _experiment_kind(experiment) -> str:
 
 def _check_same_kind(directory: Path, kind: str) -> None:
     """Raise ConfigError when the experiment's folder already has results of the other kind of setting."""
-    earlier = load_experiment(directory) or {}
-    if earlier.get("setting", kind) != kind:
+    earlier = load_experiment(directory)
+    # An experiment.json without the field is read as the table reads it: corpus.
+    earlier_kind = None if earlier is None else earlier.get("setting", "corpus")
+    if earlier_kind not in (None, kind):
         raise ConfigError(
-            f"{directory} contains results of experiment.setting={earlier['setting']}, and this command trains with "
+            f"{directory} contains results of experiment.setting={earlier_kind}, and this command trains with "
             f"experiment.setting={kind}. Set experiment.name to another name, so that each table compares one kind."
         )
 
@@ -266,7 +267,8 @@ def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
     if variants:
         log.warning(
             "the table of %s has one row per set of hyperparameters of a method: %s. Delete the files of sets you no "
-            "longer want under %s/methods, or use another experiment.name.",
+            "longer want under %s/methods (the run_params field of each file lists its settings), or use another "
+            "experiment.name.",
             directory, ", ".join(variants), directory,
         )
 

@@ -322,6 +322,8 @@ class MethodResult:
     wall_time_s: float
     # The setting it ran in ({"name", "fingerprint"}, see `setting_identity`); None in older results.
     setting: dict | None = None
+    # The settings the method ran with, nulls filled from the context (`run_params`); None in older results.
+    run_params: dict | None = None
 
     def to_dict(self) -> dict:
         record = {
@@ -339,19 +341,25 @@ class MethodResult:
             record["error"] = self.final.get("error")
         if self.setting is not None:
             record["setting"] = self.setting
+        if self.run_params is not None:
+            record["run_params"] = _jsonable(self.run_params)
         return record
 
 
 def failed_method_result(method_config: dict[str, Any], setting: Setting, seed: int, error: BaseException) -> MethodResult:
     """Return the result of a method that raised before it had a final run, marked failed."""
     name = str(method_config.get("name"))
+    params = {key: value for key, value in method_config.items() if key != "name"}
+    run_params = None
     try:
-        # The parameters a successful run of this config would record, so that both share one file.
-        params = build_method(method_config).get_params()
+        # The settings a successful run of this config would record, so that both share one file.
+        method = build_method(method_config)
+        params = method.get_params()
+        run_params = method.run_params(setting.context(seed))
     except Exception:  # noqa: BLE001 - the config itself may be what failed
-        params = {key: value for key, value in method_config.items() if key != "name"}
+        pass
     final = {"id": None, "status": "failed", "error": f"{type(error).__name__}: {error}"}
-    return MethodResult(name, params, seed, final, [], {}, 0.0, setting=setting_identity(setting))
+    return MethodResult(name, params, seed, final, [], {}, 0.0, setting=setting_identity(setting), run_params=run_params)
 
 
 def setting_identity(setting: Setting) -> dict:
@@ -419,6 +427,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         fitted=_jsonable_state(method),
         wall_time_s=time.perf_counter() - started,
         setting=setting_identity(setting),
+        run_params=params,
     )
 
 
@@ -458,20 +467,22 @@ def _train_probes(probes, method_name, setting, store, seed, train, extra, main)
 def save_method_result(result: MethodResult, directory: Path) -> Path:
     """Write a method result next to the experiment's table, atomically, and return its path.
 
-    A result is identified by its method, seed, setting and hyperparameters. The first one of a
-    method and seed goes to `<method>-seed<k>.json`. A result of another setting (the same
-    experiment run again with data=three, say) goes to `<method>-seed<k>-<setting label>.json`, and
-    one with other hyperparameters (a sweep over `method.eta`, say) to
+    A result is identified by its method, seed, setting and the settings it ran with (nulls
+    filled, so `eta=null` and the value it stands for are one result). The first one of a method and
+    seed goes to `<method>-seed<k>.json`. A result of another setting (the same experiment run again
+    with data=three, say) goes to `<method>-seed<k>-<setting label>.json`, and one with other
+    hyperparameters (a sweep over `method.eta`, say) to
     `<method>-seed<k>-<setting label>-<digest of the hyperparameters>.json`. So rerunning a result
     replaces it, and results of other settings or hyperparameters sit side by side.
     """
     methods = Path(directory) / "methods"
+    written = result.to_dict()
     base = f"{result.method}-seed{result.seed}"
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", setting_label(result.setting))
     candidates = [methods / f"{base}.json", methods / f"{base}-{label}.json",
-                  methods / f"{base}-{label}-{params_digest(result.params)}.json"]
-    identity = _identity(result.to_dict())
-    stored = [_stored_identity(path) for path in candidates]
+                  methods / f"{base}-{label}-{params_digest(effective_params(written))}.json"]
+    stored = [_stored_identity(path, written) for path in candidates]
+    identity = result_identity(written)
     free = [held is None or held == "replaceable" for held in stored]
     # A file that contains this very result is rewritten. A file without a setting predates settings
     # and is replaced. The setting's name is taken only when the first file contains another setting.
@@ -483,24 +494,42 @@ def save_method_result(result: MethodResult, directory: Path) -> Path:
         path = candidates[1]
     else:
         path = candidates[2]
-    write_json_atomic(path, result.to_dict())
+    write_json_atomic(path, written)
     return path
 
 
+def effective_params(result: dict) -> dict:
+    """Return the settings a stored method result ran with: `run_params`, or `params` in older results."""
+    run_params = result.get("run_params")
+    return run_params if run_params is not None else (result.get("params") or {})
+
+
 def params_digest(params: dict) -> str:
-    """Return 8 hex digits that identify a method's hyperparameters."""
-    encoded = json.dumps(_jsonable(params), sort_keys=True)
+    """Return 8 hex digits that identify a method's hyperparameters; 1 and 1.0 count as one value."""
+    encoded = json.dumps(_numbers_as_floats(_jsonable(params)), sort_keys=True)
     return hashlib.sha256(encoded.encode()).hexdigest()[:8]
 
 
-def _identity(stored: dict) -> tuple:
-    return (json.dumps(stored.get("setting"), sort_keys=True), params_digest(stored.get("params") or {}))
+def _numbers_as_floats(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers_as_floats(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _numbers_as_floats(item) for key, item in value.items()}
+    return value
 
 
-def _stored_identity(path: Path):
-    """Return the identity of the result stored at `path`.
+def result_identity(result: dict) -> tuple:
+    """Return what distinguishes results of one method and seed: the setting and the settings it ran with."""
+    return (json.dumps(result.get("setting"), sort_keys=True), params_digest(effective_params(result)))
 
-    None when the file is absent; "replaceable" when it is unreadable or has no setting.
+
+def _stored_identity(path: Path, new: dict):
+    """Return the identity of the result stored at `path` (see `result_identity`).
+
+    None when the file is absent; "replaceable" when it is unreadable or has no setting. A result
+    written before results kept `run_params` counts as the new one when its setting and `params` match.
     """
     if not path.exists():
         return None
@@ -510,6 +539,9 @@ def _stored_identity(path: Path):
         return "replaceable"
     if stored.get("setting") is None:
         return "replaceable"
-    return _identity(stored)
+    if stored.get("run_params") is None and stored.get("setting") == new.get("setting"):
+        if params_digest(stored.get("params") or {}) == params_digest(new.get("params") or {}):
+            return result_identity(new)
+    return result_identity(stored)
 
 

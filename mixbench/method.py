@@ -232,12 +232,38 @@ def build_method(config: dict[str, Any]) -> MixingMethod:
             f"method {name!r} does not take the setting(s) {', '.join(unknown)}; "
             f"it accepts: {', '.join(accepted) if accepted else '(none)'}."
         )
+    config = _checked_values(name, cls, config)
     try:
         return cls(**config)
     except ConfigError:
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid settings for method {name!r}: {error}") from None
+
+
+def _checked_values(name: str, cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """Return `config` with whole numbers made floats where the default is a float (`eta=1` is 1.0).
+
+    Raise ConfigError for a setting whose default is a number or a flag and whose value is not one:
+    `method.eta=abc` would otherwise fail later in a comparison, with a message that names neither.
+    """
+    defaults = {key: parameter.default for key, parameter in inspect.signature(cls.__init__).parameters.items()}
+    checked = dict(config)
+    for key, value in config.items():
+        default = defaults.get(key, inspect.Parameter.empty)
+        if value is None or default is None or default is inspect.Parameter.empty:
+            continue
+        if isinstance(default, bool):
+            expected, valid = "true or false", isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            expected, valid = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue
+        if not valid:
+            raise ConfigError(f"method {name!r} got {key}={value!r}; expected {expected} (default {default!r}).")
+        if isinstance(default, float) and isinstance(value, int):
+            checked[key] = float(value)
+    return checked
 
 
 MethodFactory = Callable[..., MixingMethod]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixbench.engine import params_digest, setting_label
+from mixbench.engine import effective_params, params_digest, setting_label
 from mixbench.errors import ConfigError, unknown_name_error
 from mixbench.runs import RunStore, write_text_atomic
 
@@ -51,7 +51,7 @@ def load_results(experiment_dir: Path) -> list[dict]:
             result = json.loads(path.read_text())
         except ValueError as error:
             raise ConfigError(f"method result {path} is not valid JSON ({error}); delete it and run the method again.") from None
-        key = (result["method"], params_digest(result.get("params") or {}), setting_label(result.get("setting")),
+        key = (result["method"], params_digest(effective_params(result)), setting_label(result.get("setting")),
                int(result["seed"]))
         if key in origins:
             raise ConfigError(
@@ -59,6 +59,7 @@ def load_results(experiment_dir: Path) -> list[dict]:
                 f"{key[2]} with the same hyperparameters; delete the outdated one."
             )
         origins[key] = path
+        result["file"] = path.name
         results.append(result)
     name_variants(results)
     return sorted(results, key=lambda result: (result["name"], setting_label(result.get("setting")), result["seed"]))
@@ -67,17 +68,18 @@ def load_results(experiment_dir: Path) -> list[dict]:
 def name_variants(results: list[dict]) -> list[dict]:
     """Give each result its row name and return the list.
 
-    The name is the method's name when all its results share one set of hyperparameters, and otherwise
-    the method followed by the hyperparameters in which its sets differ: `aioli[eta=0.5,ema=0.1]`.
+    The name is the method's name when all its results ran with one set of settings (nulls filled,
+    see `effective_params`), and otherwise the method followed by the settings in which its sets
+    differ, in alphabetical order: `aioli[ema=0.1,eta=0.5]`.
     """
     variants: dict[str, dict[str, dict]] = {}
     for result in results:
-        params = result.get("params") or {}
-        variants.setdefault(result["method"], {})[params_digest(params)] = params
+        params = effective_params(result)
+        variants.setdefault(result["method"], {}).setdefault(params_digest(params), params)
     names = {}
     for method, sets in variants.items():
         keys = sorted({key for params in sets.values() for key in params})
-        differing = [key for key in keys if len({json.dumps(params.get(key), sort_keys=True) for params in sets.values()}) > 1]
+        differing = [key for key in keys if len({params_digest({key: params.get(key)}) for params in sets.values()}) > 1]
         for digest, params in sets.items():
             values = ",".join(f"{key}={_printed(params.get(key))}" for key in differing)
             names[method, digest] = f"{method}[{values}]" if len(sets) > 1 else method
@@ -85,7 +87,7 @@ def name_variants(results: list[dict]) -> list[dict]:
             # Sets that differ only in a key one of them lacks print alike, so the digest names them instead.
             names.update({(method, digest): f"{method}[{digest}]" for digest in sets})
     for result in results:
-        result["name"] = names[result["method"], params_digest(result.get("params") or {})]
+        result["name"] = names[result["method"], params_digest(effective_params(result))]
     return results
 
 

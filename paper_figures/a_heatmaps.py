@@ -46,7 +46,7 @@ def build_method(run, out_dir: Path) -> list[Path]:
     domains = list(run.final["domains"])
     truth = {int(entry["step"]): np.asarray(entry["A"], dtype=float) for entry in run.mixing.get("true_A") or []}
     with_truth = bool(truth) and all(int(entry["step"]) in truth for entry in rounds)
-    with figure(len(rounds), 2 if with_truth else 1, width=2.2, height=2.4) as (fig, axes):
+    with figure(len(rounds), 2 if with_truth else 1, width=2.2, height=3.0) as (fig, axes):
         titles = [f"step {entry['step']}" for entry in rounds]
         _draw_row(fig, axes[: len(rounds)], [np.asarray(entry["A"], dtype=float) for entry in rounds], titles, "estimate", domains)
         if with_truth:

@@ -174,8 +174,9 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: tuple[str,
             raise ValueError(f"figure format {kind!r} is not supported; use one of {', '.join(METADATA)}.")
         buffer = io.BytesIO()
         fig.savefig(buffer, format=kind, dpi=DPI, metadata=METADATA[kind])
-        # A row name such as aioli[eta=0.5] becomes a portable file name.
-        path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', stem)}.{kind}"
+        # A row name such as aioli[eta=0.5,ema=0.1] becomes a portable file name: aioli_eta=0.5_ema=0.1.
+        portable = re.sub(r"[^A-Za-z0-9_.=-]", "_", stem.replace("]", ""))
+        path = out_dir / f"{portable}.{kind}"
         _write_bytes_atomic(path, buffer.getvalue())
         written.append(path)
     return written

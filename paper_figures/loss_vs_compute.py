@@ -41,7 +41,7 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
             losses = np.array([average_test_loss(run) for run in members])
             ax.scatter(tokens, losses, color=colors[method], s=10, alpha=0.4, linewidths=0)
             ax.scatter(tokens.mean(), losses.mean(), color=colors[method], s=40, edgecolors="black", linewidths=0.5,
-                       label=f"{method} ({len(members)} seeds)")
+                       label=f"{method} ({len(members)} seed{'s' if len(members) != 1 else ''})")
         ax.set_xscale("log")
         ax.set_xlabel("total training tokens (final and extra runs)")
         ax.set_ylabel("average test loss over domains")

@@ -128,6 +128,6 @@ def test_run_returns_stored_record(text_folders, tmp_path):
     for key in ("id", "status", "test_losses", "val_losses", "final_mixture", "metrics", "compute"):
         assert stored[key] == result.final[key], key
     assert stored["spec"]["train"]["steps"] == TINY_TRAIN["steps"]
-    saved = read_json(results / "runs" / "methods" / "natural-seed1.json")
+    saved = read_json(results / "default" / "methods" / "natural-seed1.json")
     assert saved["final_run"] == result.final["id"]
     assert saved["seed"] == 1

@@ -63,5 +63,5 @@ def test_run_multirun_sweeps_seeds(text_folders, tmp_path):
     common = overrides(text_folders, tmp_path / "cache")
     result = mixbench("run", "-m", *common, "method=natural", "seed=0,1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    saved = sorted(path.name for path in (tmp_path / "results" / "runs" / "methods").glob("*.json"))
+    saved = sorted(path.name for path in (tmp_path / "results" / "default" / "methods").glob("*.json"))
     assert saved == ["natural-seed0.json", "natural-seed1.json"]

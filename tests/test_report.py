@@ -366,16 +366,36 @@ def test_hyperparameter_sets_kept_apart(tmp_path):
     assert stored == {first: {"eta": 0.1}, other: {"eta": 0.5}, "aioli-seed0-three-cccc3333.json": {"eta": 0.1}}
 
 
+def test_result_identity_uses_filled_settings(tmp_path):
+    def result(params, run_params):
+        return MethodResult("aioli", params, 0, {"id": "run", "status": "complete"}, [], {}, 1.0, setting=DEFAULT,
+                            run_params=run_params)
+
+    directory = tmp_path / "exp"
+    # A result written before results kept run_params is replaced by the same config's new result.
+    older = MethodResult("aioli", {"eta": None}, 0, {"id": "run", "status": "complete"}, [], {}, 1.0, setting=DEFAULT)
+    assert save_method_result(older, directory).name == "aioli-seed0.json"
+    assert save_method_result(result({"eta": None}, {"eta": 1.0}), directory).name == "aioli-seed0.json"
+    # A null and the value it stands for are one result, and so are 1 and 1.0.
+    assert save_method_result(result({"eta": 1}, {"eta": 1}), directory).name == "aioli-seed0.json"
+    assert save_method_result(result({"eta": 0.5}, {"eta": 0.5}), directory).name != "aioli-seed0.json"
+    assert len(list((directory / "methods").glob("*.json"))) == 2
+
+
 def test_sweep_row_per_value(tmp_path):
     overrides = [f"results_dir={tmp_path}", "experiment=sim", "experiment.seeds=[0]", "sim.steps=100",
                  "sim.warmup_steps=10", "sim.eval_every=50"]
-    for method in ("method=stratified", "method=doremi", "method=doremi method.eta=0.5"):
+    # eta=1 is the default 1.0, and DoGE's mu=null stands for 0.01 at 5 domains, so each pair is one result.
+    for method in ("method=stratified", "method=doremi", "method=doremi method.eta=0.5", "method=doremi method.eta=1",
+                   "method=doge", "method=doge method.mu=0.01"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             run(compose(config_name="run", overrides=[*overrides, *method.split()]))
+    files = sorted(path.name for path in (tmp_path / "sim" / "methods").glob("*.json"))
+    assert len(files) == 4
     assert json.loads((tmp_path / "sim" / "experiment.json").read_text())["setting"] == "sim"
     rows = command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])
     by_name = {row["method"]: row for row in rows}
-    assert sorted(by_name) == ["doremi[eta=0.5]", "doremi[eta=1.0]", "stratified"]
+    assert sorted(by_name) == ["doge", "doremi[eta=0.5]", "doremi[eta=1.0]", "stratified"]
     assert by_name["doremi[eta=0.5]"]["final_avg_loss"] != by_name["doremi[eta=1.0]"]["final_avg_loss"]
     assert all("delta_vs_stratified" in by_name[name] for name in ("doremi[eta=0.5]", "doremi[eta=1.0]"))
     single = command("table", [f"results_dir={tmp_path}", "experiment.name=sim", "table.methods=['doremi[eta=0.5]']"])

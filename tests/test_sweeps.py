@@ -151,7 +151,7 @@ def test_parallel_members_train_shared_run_once(text_folders, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
-    methods = tmp_path / "results" / "runs" / "methods"
+    methods = tmp_path / "results" / "default" / "methods"
     stratified = json.loads((methods / "stratified-seed0.json").read_text())
     doremi = json.loads((methods / "doremi-seed0.json").read_text())
     shared = stratified["final_run"]
@@ -219,8 +219,8 @@ def test_parallel_sweep_matches_sequential(text_folders, tmp_path):
         parallel_weights = torch.load(tmp_path / "parallel" / "runs" / run_id / "final_model.pt")
         assert all(torch.equal(weights[name], parallel_weights[name]) for name in weights), run_id
 
-    for path in sorted((tmp_path / "sequential" / "runs" / "methods").glob("*.json")):
-        other = tmp_path / "parallel" / "runs" / "methods" / path.name
+    for path in sorted((tmp_path / "sequential" / "default" / "methods").glob("*.json")):
+        other = tmp_path / "parallel" / "default" / "methods" / path.name
         assert _without_times(json.loads(path.read_text())) == _without_times(json.loads(other.read_text())), path.name
 
 
