@@ -14,6 +14,8 @@ from paper_figures.common import MissingInput, default_out_dir, figure, load_met
 NAME = "a_heatmaps"
 # Panels per row; a run with more rounds shows this many, evenly spaced, first and last included.
 MAX_ROUNDS = 6
+# Inches per panel: room for a square heatmap, its title and the rotated domain names below it.
+PANEL_WIDTH, PANEL_HEIGHT = 2.2, 3.0
 
 
 def estimated_rounds(record: dict) -> list[dict]:
@@ -25,11 +27,21 @@ def estimated_rounds(record: dict) -> list[dict]:
     return [rounds[index] for index in chosen]
 
 
-def _draw_row(fig, axes, matrices: list[np.ndarray], titles: list[str], label: str, domains: list[str]) -> None:
-    """Draw one row of heatmaps on a colour scale symmetric around 0 and shared by the row."""
-    limit = max(float(np.abs(matrix).max()) for matrix in matrices) or 1.0
+def _draw_row(fig, axes, matrices: list[np.ndarray | None], titles: list[str], label: str, domains: list[str]) -> None:
+    """Draw one row of heatmaps on a colour scale symmetric around 0 and shared by the row.
+
+    A None matrix leaves its panel empty, with a note that nothing was recorded at that step.
+    """
+    limit = max(float(np.abs(matrix).max()) for matrix in matrices if matrix is not None) or 1.0
     image = None
     for ax, matrix, title in zip(axes, matrices, titles):
+        if matrix is None:
+            ax.set_title(title, fontsize=8)
+            ax.text(0.5, 0.5, "not recorded\nat this step", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_box_aspect(1)
+            continue
         image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(title, fontsize=8)
         ax.set_xticks(range(matrix.shape[1]), domains[: matrix.shape[1]], rotation=90, fontsize=7)
@@ -45,12 +57,14 @@ def build_method(run, out_dir: Path) -> list[Path]:
     rounds = estimated_rounds(run.mixing)
     domains = list(run.final["domains"])
     truth = {int(entry["step"]): np.asarray(entry["A"], dtype=float) for entry in run.mixing.get("true_A") or []}
-    with_truth = bool(truth) and all(int(entry["step"]) in truth for entry in rounds)
-    with figure(len(rounds), 2 if with_truth else 1, width=2.2, height=3.0) as (fig, axes):
+    # The simulator records the true A where training resumes, so a per-step method's last estimate
+    # (at the final step) has none beside it.
+    with_truth = any(int(entry["step"]) in truth for entry in rounds)
+    with figure(len(rounds), 2 if with_truth else 1, width=PANEL_WIDTH, height=PANEL_HEIGHT) as (fig, axes):
         titles = [f"step {entry['step']}" for entry in rounds]
         _draw_row(fig, axes[: len(rounds)], [np.asarray(entry["A"], dtype=float) for entry in rounds], titles, "estimate", domains)
         if with_truth:
-            true_matrices = [truth[int(entry["step"])] for entry in rounds]
+            true_matrices = [truth.get(int(entry["step"])) for entry in rounds]
             _draw_row(fig, axes[len(rounds):], true_matrices, titles, "true A", domains)
         for ax in axes:
             ax.set_xlabel("training domain", fontsize=8)

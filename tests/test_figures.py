@@ -17,6 +17,8 @@ from PIL import Image
 from mixbench import api
 from mixbench.errors import ConfigError
 from mixbench.figures import build_figures, figure_module
+from paper_figures.a_heatmaps import PANEL_HEIGHT
+from paper_figures.common import DPI
 
 SIM = ["experiment=sim", "experiment.methods=[stratified,doremi]", "experiment.seeds=[0]", "sim.steps=200", "sim.eval_every=50", "sim.warmup_steps=20"]
 STATIC_LAWS = ["experiment=laws_static_sim", "experiment.mixtures=8", "sim.steps=100", "sim.warmup_steps=10"]
@@ -207,3 +209,11 @@ def test_two_settings_get_one_folder_each(tmp_path):
     for folder in folders:
         assert sorted(figure_files(results / "sim" / "figures" / folder)) == [
             "loss_vs_compute.pdf", "loss_vs_compute.png", "val_loss_curves.pdf", "val_loss_curves.png"]
+
+
+def test_doremi_heatmap_has_true_a_row(workdir, sim_figures):
+    # DoReMi's last estimate is at the final step, where the simulator records no true A. The row of
+    # true matrices is drawn anyway, with that panel marked as not recorded.
+    with Image.open(workdir / "results" / "sim" / "figures" / "a_heatmaps_doremi.png") as image:
+        height = image.size[1]
+    assert height == round(2 * PANEL_HEIGHT * DPI)
