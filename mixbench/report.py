@@ -405,6 +405,8 @@ def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, 
     for result in selected:
         by_setting.setdefault(setting_label(result.get("setting")), {}).setdefault(result["name"], []).append(result)
 
+    # A row of one set of a method's hyperparameters appears only in the settings where that set ran.
+    variant_rows = {result["name"] for result in selected if result["name"] != result["method"]}
     rows = []
     for label in sorted(by_setting):
         members = {method: sorted(group, key=lambda r: r["seed"]) for method, group in by_setting[label].items()}
@@ -412,7 +414,8 @@ def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, 
         seeds = list(filters.seeds) if filters.seeds is not None else sorted(seen | set(expected.get("seeds") or ()))
         members = {method: [r for r in group if int(r["seed"]) in seeds] for method, group in members.items()}
         skipped = ((expected.get("skipped") or {}).get(label)) or {}
-        rows += _setting_rows(label, members, [method for method in listed if method not in skipped or method in members], seeds, kind, store)
+        here = [name for name in listed if (name not in variant_rows or name in members) and (name not in skipped or name in members)]
+        rows += _setting_rows(label, members, here, seeds, kind, store)
         rows += [_skipped_row(method, label, kind) for method in listed if method in skipped and method not in members]
     return Table(kind, rows, win_loss(rows, listed), sorted(by_setting), filters)
 

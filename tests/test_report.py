@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mixbench.commands import CONF_DIR, benchmark, run, table
-from mixbench.engine import MethodResult, save_method_result, setting_identity, setting_label
+from mixbench.engine import MethodResult, params_digest, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError
 from mixbench.report import CORPUS, Filters, build_table, latex_escape, load_results, t_quantile_975, to_latex
 from mixbench.runs import RunStore, write_json_atomic
@@ -41,14 +41,15 @@ class Records:
         write_json_atomic(self.root / "runs" / run_id / "record.json", record)
         return run_id
 
-    def result(self, method, seed, perplexity=None, setting=DEFAULT, status="complete", extra=(), compute=None):
+    def result(self, method, seed, perplexity=None, setting=DEFAULT, status="complete", extra=(), compute=None, params=None):
         """Write one method result whose final run has `perplexity` per domain; return its final run id."""
-        final = self.run(f"{method}-{seed}-{setting_label(setting)}", perplexity, status, compute)
-        payload = {"method": method, "params": {}, "seed": seed, "final_run": final, "fitted": {}, "status": status,
+        tag = "" if params is None else "-" + params_digest(params)
+        final = self.run(f"{method}-{seed}-{setting_label(setting)}{tag}", perplexity, status, compute)
+        payload = {"method": method, "params": params or {}, "seed": seed, "final_run": final, "fitted": {}, "status": status,
                    "wall_time_s": 1.0, "extra_runs": [{"id": run_id, "role": role} for run_id, role in extra]}
         if setting is not None:
             payload["setting"] = setting
-        suffix = "" if setting is None else f"-{setting_label(setting)}"
+        suffix = ("" if setting is None else f"-{setting_label(setting)}") + tag
         write_json_atomic(self.experiment / "methods" / f"{method}-seed{seed}{suffix}.json", payload)
         return final
 
@@ -364,6 +365,18 @@ def test_hyperparameter_sets_kept_apart(tmp_path):
     assert save_method_result(result({"eta": 0.1}, THREE), directory).name == "aioli-seed0-three-cccc3333.json"
     stored = {path.name: json.loads(path.read_text())["params"] for path in (directory / "methods").glob("*.json")}
     assert stored == {first: {"eta": 0.1}, other: {"eta": 0.5}, "aioli-seed0-three-cccc3333.json": {"eta": 0.1}}
+
+
+def test_variant_rows_only_where_they_ran(tmp_path):
+    records = Records(tmp_path)
+    records.listing(["stratified", "aioli"], [0])
+    for setting in (DEFAULT, THREE):
+        records.result("stratified", 0, (10, 12), setting)
+    records.result("aioli", 0, (9, 11), DEFAULT, params={"eta": 0.5})
+    records.result("aioli", 0, (11, 13), THREE, params={"eta": 1.0})
+    rows = [(row["setting"], row["method"], row["status"]) for row in records.table().rows]
+    assert rows == [("default-aaaa1111", "aioli[eta=0.5]", "ok"), ("default-aaaa1111", "stratified", "ok"),
+                    ("three-cccc3333", "aioli[eta=1.0]", "ok"), ("three-cccc3333", "stratified", "ok")]
 
 
 def test_result_identity_uses_filled_settings(tmp_path):
