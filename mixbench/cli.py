@@ -100,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [f"mixbench {command}", *overrides]
     import hydra
 
-    _quiet_hydra_migration_warning()
+    quiet_hydra_migration_warning()
     entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
     entry()
     return 0
 
 
-def _quiet_hydra_migration_warning() -> None:
+def quiet_hydra_migration_warning() -> None:
     """Hide Hydra 1.4's notice that `version_base` is deprecated: mixbench pins 1.3 semantics on purpose."""
     try:
         from hydra.errors import Hydra15MigrationWarning

@@ -260,8 +260,8 @@ def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
     if earlier:
         log.warning(
             "the table of %s also includes seeds %s from earlier runs; use another experiment.name for a table of "
-            "seeds %s alone, or `mixbench table 'table.seeds=%s'` for a filtered copy.",
-            directory, earlier, seeds, seeds,
+            "seeds %s alone, or `mixbench table results_dir=%s experiment.name=%s 'table.seeds=%s'` for a filtered copy.",
+            directory, earlier, seeds, directory.parent, directory.name, seeds,
         )
     variants = sorted({result["name"] for result in results if result["name"] != result["method"]})
     if variants:
@@ -305,7 +305,9 @@ def _write_experiment(directory: Path, name: str, kind: str, methods: list[str],
         merged_methods = list(dict.fromkeys([*(earlier.get("methods") or []), *methods, *skipped]))
         merged_seeds = sorted(set(earlier.get("seeds") or []) | set(seeds))
         by_setting = dict(earlier.get("skipped") or {})
-        by_setting[label] = skipped
+        # Methods this command trains leave the setting's skipped list; earlier skips of others stay.
+        kept = {name: reason for name, reason in (by_setting.get(label) or {}).items() if name not in methods}
+        by_setting[label] = {**kept, **skipped}
         entry = {"name": name, "setting": kind, "methods": merged_methods, "seeds": merged_seeds, "skipped": by_setting}
         write_json_atomic(path, entry)
 
@@ -317,11 +319,30 @@ def table_for(directory: Path, store: RunStore, filters: Filters | None = None) 
     expected = load_experiment(directory)
     kind = SIM if expected and expected.get("setting") == "sim" else CORPUS
     table = build_table(results, store, kind, expected, filters)
+    _warn_mixed_budgets(results, store, directory)
     title = f"Comparison table: {directory.name}"
     paths = write_tables(table, directory, title)
     print(render_markdown(table, title))
     log.info("wrote %s", ", ".join(str(path) for path in paths))
     return table.rows
+
+
+def _warn_mixed_budgets(results: list[dict], store: RunStore, directory: Path) -> None:
+    """Say so when the final runs of one setting trained on different numbers of tokens (exploration included)."""
+    budgets: dict[str, set] = {}
+    for result in results:
+        final = store.record(result["final_run"]) if result.get("final_run") else None
+        if final and final.get("status") == "complete":
+            compute = final.get("compute") or {}
+            tokens = int(compute.get("train_tokens", 0)) + int(compute.get("exploration_tokens", 0))
+            budgets.setdefault(setting_label(result.get("setting")), set()).add(tokens)
+    for label, tokens in sorted(budgets.items()):
+        if len(tokens) > 1:
+            log.warning(
+                "the table of %s compares final runs of different lengths in setting %s (%s tokens): some methods "
+                "ran with other training settings. Rerun them with one set, or use another experiment.name per set.",
+                directory, label, ", ".join(str(value) for value in sorted(tokens)),
+            )
 
 
 def table(cfg):

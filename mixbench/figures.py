@@ -76,8 +76,8 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
     directory = Path(results_dir) / str(experiment)
     if not directory.is_dir():
         raise ConfigError(
-            f"experiment folder {directory} not found; run `mixbench benchmark experiment={experiment}` (or a law sweep) "
-            f"first, or set results_dir=PATH."
+            f"experiment folder {directory} not found; check experiment.name={experiment} and results_dir={results_dir}, "
+            f"or train the experiment first (`mixbench benchmark` or a law sweep, with the same experiment.name)."
         )
     common = figure_module("common")
     # An experiment run in several settings (data=default and data=three, say) gets one folder of

@@ -213,7 +213,8 @@ def get_method_class(name: str) -> type[MixingMethod]:
     load_builtin_methods()
     if name not in _REGISTRY:
         raise unknown_name_error(
-            "method", name, _REGISTRY, "Pick one of these (method=NAME for a run, experiment.methods=[...] for a benchmark), or register your own class."
+            "method", name, _REGISTRY, ("Pick one of these (method=NAME for a run, experiment.methods=[...] for a benchmark), or register your own "
+             "class; a class in your own module is found with plugins=[MODULE] (see docs/adding-a-method.md).")
         )
     return _REGISTRY[name]
 

@@ -602,8 +602,9 @@ def to_csv(rows: list[dict], headline=HEADLINE) -> str:
 def legend(table: Table) -> list[str]:
     """Return the legend: what the rows, columns and confidence interval of the table mean."""
     lines = [
-        f"One row per method and setting; `setting` is the data config name and a fingerprint of the data, model "
-        f"and training settings. The compared value is the {table.kind.metric_text}; lower is better.",
+        f"One row per method and setting; `setting` is the data config name and a fingerprint of the data. Model and "
+        f"training settings are not part of it, so a method rerun with other ones replaces its earlier result, and "
+        f"`final_run_tokens` shows each row's budget. The compared value is the {table.kind.metric_text}; lower is better.",
         "`delta_vs_stratified` is the mean over seeds of the per-seed difference (method minus stratified, same seed "
         "and setting), over the `paired_seeds` seeds both completed. `delta_ci95_low` and `delta_ci95_high` bound its "
         "95% paired t-interval (Student's t with paired_seeds - 1 degrees of freedom); they are blank with one paired seed.",

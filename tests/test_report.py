@@ -349,6 +349,9 @@ def test_benchmark_marks_ruled_out_method_skipped(tmp_path):
     assert sorted(row["status"] for row in rows if row["method"] == "grid") == ["ok", "skipped"]
     assert sorted(row["status"] for row in rows if row["method"] == "stratified") == ["ok", "ok"]
     assert "| grid | 0 | 0 | 0 | skipped |" in (tmp_path / "sim" / "table.md").read_text()
+    # A later benchmark of fewer methods in the same setting keeps the earlier skip and its reason.
+    rows = command("benchmark", [*overrides[:2], "experiment.methods=[stratified]", *overrides[4:], "sim.domains=4"])
+    assert sorted(row["status"] for row in rows if row["method"] == "grid") == ["ok", "skipped"]
 
 
 def test_hyperparameter_sets_kept_apart(tmp_path):
@@ -425,3 +428,17 @@ def test_run_rejects_other_setting_kind(tmp_path):
     with pytest.raises(ConfigError, match="contains results of experiment.setting=sim, and this command trains with experiment.setting=corpus"):
         run(corpus)
     assert sorted(path.name for path in (tmp_path / "sim" / "methods").iterdir()) == ["stratified-seed0.json"]
+
+
+def test_table_warns_of_mixed_budgets(tmp_path, caplog):
+    common = [f"results_dir={tmp_path}", "experiment=sim", "sim.warmup_steps=10", "sim.eval_every=50"]
+    warned = []
+    for method, steps in (("stratified", 100), ("natural", 100), ("natural", 200)):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            run(compose(config_name="run", overrides=[*common, f"method={method}", f"sim.steps={steps}"]))
+        caplog.clear()
+        command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])
+        warned.append(re.search(r"compares final runs of different lengths in setting sim-\w+ \((\d+), (\d+) tokens\)", caplog.text))
+    assert warned[:2] == [None, None]
+    assert warned[2] is not None
+    assert 2 * int(warned[2].group(1)) == int(warned[2].group(2))
