@@ -231,3 +231,18 @@ def test_aioli_beats_stratified_on_default_sim(tmp_path):
     # measures loss drops not much larger than the evaluation noise and scores lowest.
     assert np.mean(scores) >= 0.9, scores
 
+
+
+def test_runs_of_one_seed_draw_their_own_noise():
+    # With one noise draw per seed, a law fitted to many runs would absorb the noise in its intercept.
+    setting = SimSetting(sim_config(**SMALL, eval_noise=0.05))
+    errors = []
+    for mixture in ([0.6, 0.2, 0.2], [0.2, 0.6, 0.2]):
+        backend = setting.make_backend(setting.spec(0, mixture=mixture))
+        backend.train(10, np.asarray(mixture))
+        errors.append(backend.evaluate("val") - backend.true_losses)
+    assert not np.allclose(errors[0], errors[1])
+    # The same run draws the same noise again.
+    again = setting.make_backend(setting.spec(0, mixture=[0.6, 0.2, 0.2]))
+    again.train(10, np.asarray([0.6, 0.2, 0.2]))
+    assert np.array_equal(again.evaluate("val") - again.true_losses, errors[0])

@@ -58,6 +58,8 @@ class SimBackend:
       (`LRSchedule`), which defaults to the harness's warmup plus cosine decay.
     - `eval_noise` and `train_noise`: standard deviations of Gaussian noise added to each
       reported evaluation loss and per-step training loss. The true losses stay noise-free.
+      The noise is drawn from `seed` and `noise_key` (the run's id in a benchmark), so runs of
+      one seed on other mixtures get other noise; without a key it follows `seed` alone.
     - The reference model (for hooks that request REFERENCE_LOSS) is trained on
       `reference_mixture`. With `reference_mode="final"` it is the finished reference run of
       `total_steps` steps, which is how DoReMi uses its reference. With "lockstep" it trains
@@ -73,6 +75,7 @@ class SimBackend:
         eval_noise: float = 0.0,
         train_noise: float = 0.0,
         seed: int = 0,
+        noise_key: int | None = None,
         warmup_steps: int | None = None,
         lr_schedule: str = "cosine",
         min_lr_ratio: float = 0.1,
@@ -96,6 +99,10 @@ class SimBackend:
         self.step = 0
         self.compute = Compute()
         sampling_seed, train_seed, eval_seed = np.random.SeedSequence(seed).spawn(3)
+        if noise_key is not None:
+            # Runs of one seed share their batches but not their noise: with one noise draw for all,
+            # a law fitted to many runs would absorb it in its intercept and look noise-free.
+            train_seed, eval_seed = np.random.SeedSequence([int(seed), int(noise_key)]).spawn(2)
         self._rngs = {
             "sampling": np.random.default_rng(sampling_seed),
             "train_noise": np.random.default_rng(train_seed),

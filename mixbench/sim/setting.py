@@ -69,6 +69,9 @@ class SimSetting:
 
     def spec(self, seed: int, *, mixture=None, method=None, probe: Probe | None = None, role: str = "final") -> RunSpec:
         train = {key: self.config[key] for key in TRAIN_KEYS}
+        # Each run draws its own evaluation and training noise (see `make_backend`). The key gives
+        # these runs new ids, so records from when runs of one seed shared one draw are not reused.
+        train["noise_draws"] = "per_run"
         model = {"kind": "simulated"}
         if probe is not None:
             train.update({key: value for key, value in probe.train.items() if key in train})
@@ -98,6 +101,7 @@ class SimSetting:
             eval_noise=float(train["eval_noise"]),
             train_noise=float(train["train_noise"]),
             seed=spec.seed,
+            noise_key=int(spec.id, 16) % 2**63,
             warmup_steps=train["warmup_steps"],
             min_lr_ratio=float(train["min_lr_ratio"]),
             sampling=train["sampling"],
