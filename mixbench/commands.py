@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from mixbench.engine import run_method, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError, RunFailedError
 from mixbench.method import available_methods, build_method, get_method_class
-from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, render_markdown, write_tables
+from mixbench.report import CORPUS, SIM, Filters, build_table, final_budget, load_experiment, load_results, render_markdown, write_tables
 from mixbench.runs import RunStore, folder_lock, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
 from mixbench.parallel import run_parallel, run_sequential
@@ -119,8 +119,9 @@ def run(cfg):
     result = run_method(config, setting, store, int(cfg.seed))
     if not setting.is_main_process():
         return result
-    save_method_result(result, directory)
+    saved = save_method_result(result, directory)
     _add_to_experiment(directory, cfg.experiment.name, kind, result.method, result.seed)
+    log.info("saved the result to %s (mixbench table experiment.name=%s shows it)", saved, cfg.experiment.name)
     final = result.final
     if final.get("status") != "complete":
         raise ConfigError(f"run {final['id']} of method {result.method!r} failed: {final.get('error')}")
@@ -329,19 +330,20 @@ def table_for(directory: Path, store: RunStore, filters: Filters | None = None) 
 
 def _warn_mixed_budgets(results: list[dict], store: RunStore, directory: Path) -> None:
     """Say so when the final runs of one setting trained on different numbers of tokens (exploration included)."""
-    budgets: dict[str, set] = {}
+    budgets: dict[str, dict[int, set]] = {}
     for result in results:
         final = store.record(result["final_run"]) if result.get("final_run") else None
         if final and final.get("status") == "complete":
-            compute = final.get("compute") or {}
-            tokens = int(compute.get("train_tokens", 0)) + int(compute.get("exploration_tokens", 0))
-            budgets.setdefault(setting_label(result.get("setting")), set()).add(tokens)
-    for label, tokens in sorted(budgets.items()):
-        if len(tokens) > 1:
+            rows = budgets.setdefault(setting_label(result.get("setting")), {}).setdefault(final_budget(final), set())
+            rows.add(result["name"])
+    for label, by_tokens in sorted(budgets.items()):
+        if len(by_tokens) > 1:
+            listing = "; ".join(f"{tokens} tokens: {', '.join(sorted(names))}" for tokens, names in sorted(by_tokens.items()))
             log.warning(
-                "the table of %s compares final runs of different lengths in setting %s (%s tokens): some methods "
-                "ran with other training settings. Rerun them with one set, or use another experiment.name per set.",
-                directory, label, ", ".join(str(value) for value in sorted(tokens)),
+                "the table of %s has final runs of different lengths in setting %s (%s), because some methods ran with "
+                "other training settings. Seeds of other lengths are not compared with stratified. Rerun them with one "
+                "set, or use another experiment.name per set.",
+                directory, label, listing,
             )
 
 

@@ -494,6 +494,16 @@ def save_method_result(result: MethodResult, directory: Path) -> Path:
         path = candidates[1]
     else:
         path = candidates[2]
+    earlier = stored[candidates.index(path)]
+    if earlier not in (None, "replaceable"):
+        replaced = json.loads(path.read_text()).get("final_run")
+        if replaced not in (None, written.get("final_run")):
+            # Same method, seed, setting and settings, but another final run: other training settings.
+            log.warning(
+                "replacing the result of %s seed %d in %s (final run %s) with final run %s; the earlier run records "
+                "stay in the run store. Use another experiment.name to keep both in tables.",
+                result.method, result.seed, path.parent.parent, replaced, written.get("final_run"),
+            )
     write_json_atomic(path, written)
     return path
 

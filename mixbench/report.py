@@ -424,13 +424,18 @@ def _setting_rows(label: str, members: dict[str, list[dict]], listed: list[str],
                   store: RunStore) -> list[dict]:
     """Return the rows of one setting, each method compared seed by seed with stratified."""
     values = {method: _seed_values(group, kind, store) for method, group in members.items()}
+    budgets = {method: _seed_budgets(group, store) for method, group in members.items()}
     baseline = values.get(BASELINE, {})
     rows = []
     for method in listed:
         group = members.get(method, [])
         row = _row(method, label, group, seeds, kind, store)
         if method != BASELINE and values.get(method) and baseline:
-            row.update(paired_difference(values[method], baseline))
+            # A seed pairs only when both final runs trained on as many tokens: a rerun with other
+            # training settings would otherwise be compared with a run of another length.
+            same = {seed: value for seed, value in values[method].items()
+                    if budgets[method].get(seed) == budgets[BASELINE].get(seed)}
+            row.update(paired_difference(same, baseline))
         if "delta_vs_stratified" in row:
             row["vs_stratified"] = _verdict(row["delta_vs_stratified"])
         rows.append(_ordered(row, kind))
@@ -444,6 +449,21 @@ def _seed_values(group: list[dict], kind: TableKind, store: RunStore) -> dict[in
         if final and final.get("status") == "complete":
             values[int(member["seed"])] = kind.seed_value(final)
     return values
+
+
+def _seed_budgets(group: list[dict], store: RunStore) -> dict[int, int]:
+    budgets = {}
+    for member in group:
+        final = store.record(member["final_run"])
+        if final and final.get("status") == "complete":
+            budgets[int(member["seed"])] = final_budget(final)
+    return budgets
+
+
+def final_budget(record: dict) -> int:
+    """Return the tokens a final run trained on, exploration included: the budget methods are compared at."""
+    compute = record.get("compute") or {}
+    return int(compute.get("train_tokens", 0)) + int(compute.get("exploration_tokens", 0))
 
 
 def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: TableKind, store: RunStore) -> dict:
@@ -606,7 +626,7 @@ def legend(table: Table) -> list[str]:
         f"training settings are not part of it, so a method rerun with other ones replaces its earlier result, and "
         f"`final_run_tokens` shows each row's budget. The compared value is the {table.kind.metric_text}; lower is better.",
         "`delta_vs_stratified` is the mean over seeds of the per-seed difference (method minus stratified, same seed "
-        "and setting), over the `paired_seeds` seeds both completed. `delta_ci95_low` and `delta_ci95_high` bound its "
+        "and setting), over the `paired_seeds` seeds both completed with final runs of the same length. `delta_ci95_low` and `delta_ci95_high` bound its "
         "95% paired t-interval (Student's t with paired_seeds - 1 degrees of freedom); they are blank with one paired seed.",
         "`std_` columns are standard deviations over seeds (n - 1), blank with one seed. Token and wall-time columns "
         "are averages over seeds of the final run plus every extra run (`<role>_run_tokens` for probe, reference, proxy "

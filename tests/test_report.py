@@ -430,15 +430,21 @@ def test_run_rejects_other_setting_kind(tmp_path):
     assert sorted(path.name for path in (tmp_path / "sim" / "methods").iterdir()) == ["stratified-seed0.json"]
 
 
-def test_table_warns_of_mixed_budgets(tmp_path, caplog):
+def test_mixed_budgets_warned_not_compared(tmp_path, caplog):
     common = [f"results_dir={tmp_path}", "experiment=sim", "sim.warmup_steps=10", "sim.eval_every=50"]
-    warned = []
+    warned, rows, replaced = [], [], []
     for method, steps in (("stratified", 100), ("natural", 100), ("natural", 200)):
+        caplog.clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             run(compose(config_name="run", overrides=[*common, f"method={method}", f"sim.steps={steps}"]))
+        replaced.append("replacing the result of natural seed 0" in caplog.text)
         caplog.clear()
-        command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])
-        warned.append(re.search(r"compares final runs of different lengths in setting sim-\w+ \((\d+), (\d+) tokens\)", caplog.text))
+        rows.append({row["method"]: row for row in command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])})
+        warned.append(re.search(r"different lengths in setting sim-\w+ \((\d+) tokens: stratified; (\d+) tokens: natural\)", caplog.text))
+    assert replaced == [False, False, True]
     assert warned[:2] == [None, None]
     assert warned[2] is not None
     assert 2 * int(warned[2].group(1)) == int(warned[2].group(2))
+    # Natural is compared with stratified at the same length only.
+    assert rows[1]["natural"]["paired_seeds"] == 1
+    assert "delta_vs_stratified" not in rows[2]["natural"]
