@@ -120,7 +120,9 @@ def run(cfg):
     if not setting.is_main_process():
         return result
     saved = save_method_result(result, directory)
-    _add_to_experiment(directory, cfg.experiment.name, kind, result.method, result.seed)
+    # experiment.json records the kind of setting, so that `mixbench table` builds the right table.
+    _write_experiment(directory, cfg.experiment.name, kind, [result.method], [result.seed],
+                      setting_label(setting_identity(setting)), {})
     log.info("saved the result to %s (mixbench table experiment.name=%s shows it)", saved, cfg.experiment.name)
     final = result.final
     if final.get("status") != "complete":
@@ -177,19 +179,6 @@ def _check_same_kind(directory: Path, kind: str) -> None:
             f"{directory} contains results of experiment.setting={earlier_kind}, and this command trains with "
             f"experiment.setting={kind}. Set experiment.name to another name, so that each table compares one kind."
         )
-
-
-def _add_to_experiment(directory: Path, name: str, kind: str, method: str, seed: int) -> None:
-    """Add one method and seed to experiment.json, so that `mixbench table` builds the table of the right kind.
-
-    The folder lock keeps the members of a parallel sweep from losing each other's entries.
-    """
-    with folder_lock(directory):
-        earlier = load_experiment(directory) or {}
-        methods = list(dict.fromkeys([*(earlier.get("methods") or []), method]))
-        seeds = sorted(set(earlier.get("seeds") or []) | {int(seed)})
-        entry = {"name": name, "setting": kind, "methods": methods, "seeds": seeds, "skipped": earlier.get("skipped") or {}}
-        write_json_atomic(directory / "experiment.json", entry)
 
 
 def _benchmark_jobs(experiment) -> int:
@@ -295,10 +284,11 @@ def _applicable(names, configs, setting, seed, every: bool, skipped: dict | None
 
 
 def _write_experiment(directory: Path, name: str, kind: str, methods: list[str], seeds: list[int], label: str, skipped: dict) -> None:
-    """Write experiment.json, merging with an earlier run of the experiment in another setting.
+    """Write experiment.json, merged with what earlier commands wrote there (in this or other settings).
 
-    Methods and seeds are the union over settings. `skipped` maps each setting label to the methods
-    that could not run there and the reason, so that the table shows them as skipped, not missing.
+    Methods and seeds are the union. `skipped` maps each method that could not run in setting
+    `label` to the reason, so that the table shows it as skipped, not missing. The folder lock keeps
+    the members of a parallel sweep from losing each other's entries.
     """
     path = directory / "experiment.json"
     with folder_lock(directory):
@@ -307,8 +297,8 @@ def _write_experiment(directory: Path, name: str, kind: str, methods: list[str],
         merged_seeds = sorted(set(earlier.get("seeds") or []) | set(seeds))
         by_setting = dict(earlier.get("skipped") or {})
         # Methods this command trains leave the setting's skipped list; earlier skips of others stay.
-        kept = {name: reason for name, reason in (by_setting.get(label) or {}).items() if name not in methods}
-        by_setting[label] = {**kept, **skipped}
+        still_skipped = {name: reason for name, reason in (by_setting.get(label) or {}).items() if name not in methods}
+        by_setting[label] = {**still_skipped, **skipped}
         entry = {"name": name, "setting": kind, "methods": merged_methods, "seeds": merged_seeds, "skipped": by_setting}
         write_json_atomic(path, entry)
 

@@ -414,8 +414,8 @@ def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, 
         seeds = list(filters.seeds) if filters.seeds is not None else sorted(seen | set(expected.get("seeds") or ()))
         members = {method: [r for r in group if int(r["seed"]) in seeds] for method, group in members.items()}
         skipped = ((expected.get("skipped") or {}).get(label)) or {}
-        here = [name for name in listed if (name not in variant_rows or name in members) and (name not in skipped or name in members)]
-        rows += _setting_rows(label, members, here, seeds, kind, store)
+        row_names = [name for name in listed if (name not in variant_rows or name in members) and (name not in skipped or name in members)]
+        rows += _setting_rows(label, members, row_names, seeds, kind, store)
         rows += [_skipped_row(method, label, kind) for method in listed if method in skipped and method not in members]
     return Table(kind, rows, win_loss(rows, listed), sorted(by_setting), filters)
 
@@ -423,8 +423,9 @@ def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, 
 def _setting_rows(label: str, members: dict[str, list[dict]], listed: list[str], seeds: list[int], kind: TableKind,
                   store: RunStore) -> list[dict]:
     """Return the rows of one setting, each method compared seed by seed with stratified."""
-    values = {method: _seed_values(group, kind, store) for method, group in members.items()}
-    budgets = {method: _seed_budgets(group, store) for method, group in members.items()}
+    finals = {method: _complete_finals(group, store) for method, group in members.items()}
+    values = {method: {seed: kind.seed_value(final) for seed, final in runs.items()} for method, runs in finals.items()}
+    budgets = {method: {seed: final_budget(final) for seed, final in runs.items()} for method, runs in finals.items()}
     baseline = values.get(BASELINE, {})
     rows = []
     for method in listed:
@@ -442,22 +443,14 @@ def _setting_rows(label: str, members: dict[str, list[dict]], listed: list[str],
     return rows
 
 
-def _seed_values(group: list[dict], kind: TableKind, store: RunStore) -> dict[int, float]:
-    values = {}
+def _complete_finals(group: list[dict], store: RunStore) -> dict[int, dict]:
+    """Return the complete final-run record of each seed in `group`."""
+    finals = {}
     for member in group:
         final = store.record(member["final_run"])
         if final and final.get("status") == "complete":
-            values[int(member["seed"])] = kind.seed_value(final)
-    return values
-
-
-def _seed_budgets(group: list[dict], store: RunStore) -> dict[int, int]:
-    budgets = {}
-    for member in group:
-        final = store.record(member["final_run"])
-        if final and final.get("status") == "complete":
-            budgets[int(member["seed"])] = final_budget(final)
-    return budgets
+            finals[int(member["seed"])] = final
+    return finals
 
 
 def final_budget(record: dict) -> int:
