@@ -498,9 +498,9 @@ def save_method_result(result: MethodResult, directory: Path) -> Path:
     if earlier not in (None, "replaceable"):
         replaced = json.loads(path.read_text()).get("final_run")
         if replaced not in (None, written.get("final_run")):
-            # Same method, seed, setting and settings, but another final run: other training settings.
+            # The identity matches but the final run differs, so the new result used other training settings.
             log.warning(
-                "replacing the result of %s seed %d in %s (final run %s) with final run %s; the earlier run records "
+                "replacing the result of %s seed %d in %s (final run %s) with final run %s. The earlier run records "
                 "stay in the run store. Use another experiment.name to keep both in tables.",
                 result.method, result.seed, path.parent.parent, replaced, written.get("final_run"),
             )

@@ -59,7 +59,7 @@ class SimBackend:
     - `eval_noise` and `train_noise`: standard deviations of Gaussian noise added to each
       reported evaluation loss and per-step training loss. The true losses stay noise-free.
       The noise is drawn from `seed` and `noise_key` (the run's id in a benchmark), so runs of
-      one seed on other mixtures get other noise; without a key it follows `seed` alone.
+      one seed on other mixtures get other noise. Without a key, the noise follows `seed` alone.
     - The reference model (for hooks that request REFERENCE_LOSS) is trained on
       `reference_mixture`. With `reference_mode="final"` it is the finished reference run of
       `total_steps` steps, which is how DoReMi uses its reference. With "lockstep" it trains
