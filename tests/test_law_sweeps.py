@@ -164,6 +164,24 @@ def test_noise_free_sim_true_law(tmp_path):
     assert np.shape(fitted["true_A"]) == (4, 4)
 
 
+def test_sim_children_draw_their_own_noise(tmp_path):
+    # Children restore one parent state; each must still get an independent draw of evaluation noise.
+    setting = SimSetting(dict(SIM, eval_noise=0.05))
+    branch_sweep(setting, branch_options(branch_step=200, window=5, children=8), tmp_path)
+    [branch] = [path for path in (tmp_path / "branches").iterdir() if path.is_dir()]
+    children = [json.loads(path.read_text()) for path in sorted((branch / "children").glob("*.json"))]
+    noise = np.array([np.subtract(child["after"], child["true_losses"]) for child in children])
+    assert noise.shape == (8, 4)
+    assert np.all(np.abs(noise).max(axis=1) > 0)
+    assert len({tuple(np.round(row, 12)) for row in noise}) == 8
+    # The noise is a function of the child, so a rerun into a fresh folder gives the same records.
+    again = tmp_path / "again"
+    branch_sweep(SimSetting(dict(SIM, eval_noise=0.05)), branch_options(branch_step=200, window=5, children=8), again)
+    [branch_again] = [path for path in (again / "branches").iterdir() if path.is_dir()]
+    for child in children:
+        assert json.loads((branch_again / "children" / f"{child['key']}.json").read_text())["after"] == child["after"]
+
+
 def test_branch_sweep_too_few_children(tmp_path):
     from mixbench.errors import ConfigError
 

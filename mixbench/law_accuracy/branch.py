@@ -74,6 +74,10 @@ def parent_mixture(value: Any, domains: tuple[str, ...]) -> np.ndarray:
 def child_key(parent: RunSpec, step: int, mixture: np.ndarray, window: int) -> str:
     """Return the content hash of one child: parent spec id, branch step, child mixture and window."""
     content = {"parent": parent.id, "step": step, "mixture": [round(float(w), HASH_DECIMALS) for w in mixture], "window": window}
+    if "noise_draws" in parent.train:
+        # Simulator children draw their own noise; the marker keeps records from when they shared
+        # the parent's draw from being reused.
+        content["noise"] = "per_child"
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()[:16]
 
@@ -123,10 +127,13 @@ def _parent_backend(setting, spec: RunSpec, step: int, directory: Path):
 
 
 def _train_child(backend, snapshot, parent: dict, spec: RunSpec, mixture: np.ndarray, window: int, key: str) -> dict:
-    # NOTE: restoring also restores the simulator's noise generator, so every child's "after"
-    # loss carries the same draw of evaluation noise, as a fixed validation set would. That draw
-    # shifts every child's dL by one vector, which a fitted A absorbs but the true A does not.
     backend.restore(snapshot)
+    reseed_noise = getattr(backend, "reseed_noise", None)
+    if reseed_noise is not None:
+        # Restoring also restores the simulator's noise generator. Without a reseed every child's
+        # "after" loss carries one shared draw, which shifts every dL by the same vector: a fitted
+        # A absorbs that shift and scores better against the true A than independent noise allows.
+        reseed_noise(int(key, 16))
     backend.train(window, mixture)
     after = backend.evaluate("val")
     record = {

@@ -98,6 +98,7 @@ class SimBackend:
         self.eval_tokens_per_set = int(eval_tokens_per_set)
         self.step = 0
         self.compute = Compute()
+        self.seed = int(seed)
         sampling_seed, train_seed, eval_seed = np.random.SeedSequence(seed).spawn(3)
         if noise_key is not None:
             # Runs of one seed share their batches but not their noise: with one noise draw for all,
@@ -303,6 +304,16 @@ class SimBackend:
             raise ConfigError(f"cannot restore {type(snapshot).__name__}: it is not a snapshot of this SimBackend.")
         for name, value in copy.deepcopy(snapshot.state).items():
             setattr(self, name, value)
+
+    def reseed_noise(self, key: int) -> None:
+        """Draw the training and evaluation noise from here on from `seed` and `key`.
+
+        Branch children restore one parent state; each reseeds with its own key, so that their
+        evaluations carry independent noise instead of one shared draw.
+        """
+        train_seed, eval_seed = np.random.SeedSequence([self.seed, int(key)]).spawn(2)
+        self._rngs["train_noise"] = np.random.default_rng(train_seed)
+        self._rngs["eval_noise"] = np.random.default_rng(eval_seed)
 
     def ground_truth(self) -> dict:
         """Return the true law behind this run.
