@@ -326,6 +326,8 @@ class TableKind:
     quality: Callable[[list[tuple[dict, dict]], RunStore], dict]
     # LaTeX columns: (header, row -> cell text).
     latex: tuple[tuple[str, Callable[[dict], str]], ...] = field(default=())
+    # Compute columns this kind of run does not measure; they are left out rather than shown as 0.
+    unmeasured: tuple[str, ...] = ()
 
 
 PAIRED = ("delta_vs_stratified", "delta_ci95_low", "delta_ci95_high", "paired_seeds", "vs_stratified")
@@ -377,6 +379,7 @@ SIM = TableKind(
            ("$\\Delta$ vs stratified", _latex_value("delta_vs_stratified")), ("95\\% CI", _latex_interval),
            ("Regret", _latex_value("regret", "std_regret")), ("$a_{\\mathrm{sim}}$", _latex_value("a_sim")),
            ("Train tokens", _latex_tokens)),
+    unmeasured=("total_flops", "wall_time_s"),
 )
 
 
@@ -470,6 +473,8 @@ def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: Tab
         row.update(kind.quality(pairs, store))
     if group:
         row.update(_compute_columns(group, store))
+    for key in kind.unmeasured:
+        row.pop(key, None)
     return row
 
 
@@ -628,6 +633,9 @@ def legend(table: Table) -> list[str]:
         "(no result for a method the experiment lists) or skipped (its settings rule it out in this setting; "
         "experiment.json says why).",
     ]
+    if table.kind.unmeasured:
+        left_out = " or ".join(f"`{key}`" for key in table.kind.unmeasured)
+        lines.append(f"These runs record no {left_out}, so those columns are left out.")
     if table.filters.describe():
         lines.append(f"Filtered to {table.filters.describe()}.")
     return lines
