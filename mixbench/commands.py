@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from mixbench.engine import run_method, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError, RunFailedError
 from mixbench.method import available_methods, build_method, get_method_class
-from mixbench.report import CORPUS, SIM, Filters, build_table, final_budget, load_experiment, load_results, render_markdown, write_tables
+from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, mixed_budgets, render_markdown, write_tables
 from mixbench.runs import RunStore, folder_lock, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
 from mixbench.parallel import run_parallel, run_sequential
@@ -320,21 +320,13 @@ def table_for(directory: Path, store: RunStore, filters: Filters | None = None) 
 
 def _warn_mixed_budgets(results: list[dict], store: RunStore, directory: Path) -> None:
     """Say so when the final runs of one setting trained on different numbers of tokens (exploration included)."""
-    budgets: dict[str, dict[int, set]] = {}
-    for result in results:
-        final = store.record(result["final_run"]) if result.get("final_run") else None
-        if final and final.get("status") == "complete":
-            rows = budgets.setdefault(setting_label(result.get("setting")), {}).setdefault(final_budget(final), set())
-            rows.add(result["name"])
-    for label, by_tokens in sorted(budgets.items()):
-        if len(by_tokens) > 1:
-            listing = "; ".join(f"{tokens} tokens: {', '.join(sorted(names))}" for tokens, names in sorted(by_tokens.items()))
-            log.warning(
-                "the table of %s has final runs of different lengths in setting %s (%s), because some methods ran with "
-                "other training settings. Seeds of other lengths are not compared with stratified. Rerun them with one "
-                "set, or use another experiment.name per set.",
-                directory, label, listing,
-            )
+    for label, listing in mixed_budgets(results, store).items():
+        log.warning(
+            "the table of %s has final runs of different lengths in setting %s (%s), because some methods ran with "
+            "other training settings. Seeds of other lengths are not compared with stratified. Rerun them with one "
+            "set, or use another experiment.name per set.",
+            directory, label, listing,
+        )
 
 
 def table(cfg):

@@ -79,6 +79,7 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
             f"experiment folder {directory} not found; check experiment.name={experiment} and results_dir={results_dir}, "
             f"or train the experiment first (`mixbench benchmark` or a law sweep, with the same experiment.name)."
         )
+    _warn_mixed_budgets(Path(results_dir), directory)
     common = figure_module("common")
     # An experiment run in several settings (data=default and data=three, say) gets one folder of
     # figures per setting, because their domains differ.
@@ -100,6 +101,22 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
             written[name] += paths
             log.info("figure %s: wrote %s", name, ", ".join(str(path.relative_to(path.parents[1])) if setting else path.name for path in paths))
     return written
+
+
+def _warn_mixed_budgets(results_dir: Path, directory: Path) -> None:
+    """Say so when the figures would set final runs of different lengths side by side."""
+    if not any((directory / "methods").glob("*.json")):
+        return
+    from mixbench.report import load_results, mixed_budgets
+    from mixbench.runs import RunStore
+
+    for label, listing in mixed_budgets(load_results(directory), RunStore(results_dir)).items():
+        log.warning(
+            "the figures of %s show final runs of different lengths in setting %s (%s), because some methods ran "
+            "with other training settings, so their losses are not comparable. Rerun them with one set, or use "
+            "another experiment.name per set.",
+            directory, label, listing,
+        )
 
 
 def figures(cfg) -> dict[str, list[Path]]:

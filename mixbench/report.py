@@ -462,6 +462,24 @@ def final_budget(record: dict) -> int:
     return int(compute.get("train_tokens", 0)) + int(compute.get("exploration_tokens", 0))
 
 
+def mixed_budgets(results: list[dict], store: RunStore) -> dict[str, str]:
+    """Return, per setting whose complete final runs trained on different numbers of tokens, which rows have each length.
+
+    The value lists each length with its row names: "614400 tokens: natural; 122880 tokens: stratified".
+    """
+    budgets: dict[str, dict[int, set]] = {}
+    for result in results:
+        final = store.record(result["final_run"]) if result.get("final_run") else None
+        if final and final.get("status") == "complete":
+            rows = budgets.setdefault(setting_label(result.get("setting")), {}).setdefault(final_budget(final), set())
+            rows.add(result["name"])
+    return {
+        label: "; ".join(f"{tokens} tokens: {', '.join(sorted(names))}" for tokens, names in sorted(by_tokens.items()))
+        for label, by_tokens in sorted(budgets.items())
+        if len(by_tokens) > 1
+    }
+
+
 def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: TableKind, store: RunStore) -> dict:
     finals = [store.record(member["final_run"]) for member in group]
     pairs = [(member, final) for member, final in zip(group, finals) if final and final.get("status") == "complete"]

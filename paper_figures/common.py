@@ -137,12 +137,32 @@ def pick_seed(runs: list[MethodRun], seed: int | None) -> tuple[int, list[Method
     return chosen, [run for run in runs if run.seed == chosen]
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", "*", ">", "h")
+LINESTYLES = ("-", "--", ":", "-.")
+
+
 def method_colors(methods: list[str]) -> dict[str, tuple]:
     """Return one colour per method, fixed by the sorted method names, so figures agree with each other."""
     from matplotlib import colormaps
 
     palette = colormaps["tab10" if len(set(methods)) <= 10 else "tab20"]
     return {name: palette(index % palette.N) for index, name in enumerate(sorted(set(methods)))}
+
+
+def method_styles(methods: list[str]) -> dict[str, dict]:
+    """Return a colour, marker and line style per method, fixed by the sorted method names.
+
+    Colours come from tab10 and repeat after ten methods. The line style changes with each
+    repeat, and the markers cycle with a period of eleven. So no two of 40 methods look alike,
+    and methods whose points coincide still differ in marker.
+    """
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {
+        name: {"color": palette(index % 10), "marker": MARKERS[index % len(MARKERS)], "linestyle": LINESTYLES[index // 10 % len(LINESTYLES)]}
+        for index, name in enumerate(sorted(set(methods)))
+    }
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paper_figures.common import MethodRun, default_out_dir, figure, load_method_runs, method_colors, run_script, save_figure
+from paper_figures.common import MethodRun, default_out_dir, figure, load_method_runs, method_styles, run_script, save_figure
 
 NAME = "loss_vs_compute"
 
@@ -32,20 +32,25 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
     """Draw every seed as a small point and each method's mean over seeds as a labelled marker; `seed` is unused."""
     runs = load_method_runs(results_dir, experiment, setting)
     methods = list(dict.fromkeys(run.method for run in runs))
-    colors = method_colors(methods)
-    with figure(1, 1, width=5.5, height=4.0) as (fig, axes):
+    styles = method_styles(methods)
+    with figure(1, 1, width=6.5, height=4.0) as (fig, axes):
         ax = axes[0]
         for method in methods:
             members = [run for run in runs if run.method == method]
             tokens = np.array([total_tokens(run) for run in members])
             losses = np.array([average_test_loss(run) for run in members])
-            ax.scatter(tokens, losses, color=colors[method], s=10, alpha=0.4, linewidths=0)
-            ax.scatter(tokens.mean(), losses.mean(), color=colors[method], s=40, edgecolors="black", linewidths=0.5,
+            color, marker = styles[method]["color"], styles[method]["marker"]
+            ax.scatter(tokens, losses, color=color, marker=marker, s=10, alpha=0.4, linewidths=0)
+            # Hollow markers of distinct shapes: methods at the same compute and loss stay visible.
+            ax.scatter(tokens.mean(), losses.mean(), marker=marker, s=60, facecolors="none", edgecolors=color, linewidths=1.5,
                        label=f"{method} ({len(members)} seed{'s' if len(members) != 1 else ''})")
         ax.set_xscale("log")
+        # Within a decade matplotlib labels minor ticks too; smaller labels keep them apart.
+        ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_xlabel("total training tokens (final and extra runs)")
         ax.set_ylabel("average test loss over domains")
-        ax.legend(fontsize=7, loc="best")
+        # Beside the axes, where it cannot hide points.
+        fig.legend(fontsize=7, loc="outside right upper")
         ax.set_title(f"Test loss against compute, {experiment}", fontsize=10)
         return save_figure(fig, out_dir or default_out_dir(results_dir, experiment), NAME)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paper_figures.common import default_out_dir, figure, grid_shape, load_method_runs, method_colors, pick_seed, run_script, save_figure
+from paper_figures.common import default_out_dir, figure, grid_shape, load_method_runs, method_styles, pick_seed, run_script, save_figure
 
 NAME = "val_loss_curves"
 
@@ -25,14 +25,15 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
     """Draw one panel per domain plus the domain average, and write val_loss_curves.png and .pdf."""
     shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment, setting), seed)
     domains = runs[0].final["domains"]
-    colors = method_colors([run.method for run in runs])
+    styles = method_styles([run.method for run in runs])
     panels = [*domains, "average over domains"]
     columns, rows = grid_shape(len(panels))
     with figure(columns, rows) as (fig, axes):
         for run in runs:
             steps, losses = loss_curve(run.final)
-            # A run evaluated only at its end has a single point, which a bare line would not show.
-            style = {"color": colors[run.method], "label": run.method, "linewidth": 1.2, "marker": "o" if len(steps) < 3 else None}
+            # Markers at the evaluations tell methods apart beyond ten colours, and show a run
+            # evaluated only at its end, whose single point a bare line would not.
+            style = {**styles[run.method], "label": run.method, "linewidth": 1.2, "markersize": 3}
             for index, ax in enumerate(axes[: len(domains)]):
                 ax.plot(steps, losses[:, index], **style)
             axes[len(domains)].plot(steps, losses.mean(axis=1), **style)

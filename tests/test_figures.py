@@ -217,3 +217,16 @@ def test_doremi_heatmap_has_true_a_row(workdir, sim_figures):
     with Image.open(workdir / "results" / "sim" / "figures" / "a_heatmaps_doremi.png") as image:
         height = image.size[1]
     assert height == round(2 * PANEL_HEIGHT * DPI)
+
+
+def test_method_styles_tell_many_methods_apart():
+    from paper_figures.common import method_styles
+
+    names = [f"method{index:02d}" for index in range(40)]
+    styles = method_styles(names)
+    looks = {(style["color"], style["marker"], style["linestyle"]) for style in styles.values()}
+    assert len(looks) == 40
+    # Two methods at one point differ in marker, also when their colours repeat.
+    assert len({styles[name]["marker"] for name in names[:11]}) == 11
+    # Fixed by the sorted names, not by the order given.
+    assert method_styles(list(reversed(names))) == styles

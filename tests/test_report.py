@@ -10,7 +10,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mixbench.commands import CONF_DIR, benchmark, run, table
+from mixbench.commands import CONF_DIR, benchmark, figures, run, table
 from mixbench.engine import MethodResult, params_digest, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError
 from mixbench.report import CORPUS, Filters, build_table, latex_escape, load_results, t_quantile_975, to_latex
@@ -75,7 +75,7 @@ def three_seeds(records, setting=DEFAULT):
 def command(name, overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=name, overrides=overrides)
-    return {"table": table, "benchmark": benchmark}[name](cfg)
+    return {"table": table, "benchmark": benchmark, "figures": figures}[name](cfg)
 
 
 def csv_rows(path):
@@ -432,7 +432,7 @@ def test_run_rejects_other_setting_kind(tmp_path):
 
 def test_mixed_budgets_warned_not_compared(tmp_path, caplog):
     common = [f"results_dir={tmp_path}", "experiment=sim", "sim.warmup_steps=10", "sim.eval_every=50"]
-    warned, rows, replaced = [], [], []
+    warned, rows, replaced, figures_warned = [], [], [], []
     for method, steps in (("stratified", 100), ("natural", 100), ("natural", 200)):
         caplog.clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -441,8 +441,12 @@ def test_mixed_budgets_warned_not_compared(tmp_path, caplog):
         caplog.clear()
         rows.append({row["method"]: row for row in command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])})
         warned.append(re.search(r"different lengths in setting sim-\w+ \((\d+) tokens: stratified; (\d+) tokens: natural\)", caplog.text))
+        caplog.clear()
+        command("figures", [f"results_dir={tmp_path}", "experiment.name=sim", "figures=[loss_vs_compute]"])
+        figures_warned.append("figures of" in caplog.text and warned[-1] is not None and warned[-1].group(0) in caplog.text)
     assert replaced == [False, False, True]
     assert warned[:2] == [None, None]
+    assert figures_warned == [False, False, True]
     assert warned[2] is not None
     assert 2 * int(warned[2].group(1)) == int(warned[2].group(2))
     # Natural is compared with stratified at the same length only.
