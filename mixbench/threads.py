@@ -3,9 +3,10 @@
 `train.threads` is the number of torch threads the command may use at once: a positive count,
 `auto` for every core this process may run on, or 0 for torch's own default. Under Hydra's joblib
 launcher (`mixbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=N ...`) N members train at
-the same time, so each member gets the count divided by N, at least 1. The count a run actually
-used is written back into `train.threads`, so its run spec records it. Run ids leave threads out,
-so a run trained at one count is reused at another. `mixbench benchmark experiment.jobs=N` divides
+the same time, so each member gets the count divided by N, at least 1. Under submitit_local every
+member of the sweep (or of each batch of hydra.sweeper.max_batch_size) starts at once, and N is
+their number. The count a run actually used is written back into `train.threads`, so its run
+spec records it. Run ids leave threads out, so a run trained at one count is reused at another. `mixbench benchmark experiment.jobs=N` divides
 the count among its N worker processes the same way.
 """
 
@@ -30,11 +31,11 @@ def available_cores() -> int:
 
 
 def parallel_members(cores: int) -> int:
-    """Return how many sweep members run at once in this process's sweep: the launcher's n_jobs, else 1.
+    """Return how many sweep members run at once in this process's sweep.
 
-    Only launchers with an `n_jobs` setting (joblib) run members side by side on one machine. The
-    basic launcher runs them one after another, and a SLURM member has its own allocation.
-    NOTE: submitit_local also runs members side by side but has no n_jobs, so it is not detected.
+    joblib runs its `n_jobs` side by side, and submitit's local executor starts every member of
+    the sweep at once. The basic launcher runs them one after another, and a SLURM member has its
+    own allocation: both count 1.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -42,9 +43,36 @@ def parallel_members(cores: int) -> int:
     if not HydraConfig.initialized():
         return 1
     hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN or hydra.launcher.get("n_jobs") is None:
+    if hydra.mode != RunMode.MULTIRUN:
         return 1
-    return joblib_members(hydra.launcher.n_jobs, cores)
+    if hydra.launcher.get("n_jobs") is not None:
+        return joblib_members(hydra.launcher.n_jobs, cores)
+    if str(hydra.launcher.get("_target_", "")).endswith(".LocalLauncher"):
+        return sweep_size(hydra.sweep.dir)
+    return 1
+
+
+def sweep_size(sweep_dir) -> int:
+    """Return the number of members of the sweep, from the overrides saved in its multirun.yaml.
+
+    A member's own overrides hold single values, so the sweep's lists are read from the file
+    Hydra writes before it launches any member. Without the file, return 1 with a warning.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    path = os.path.join(str(sweep_dir), "multirun.yaml")
+    if not os.path.exists(path):
+        log.warning("cannot count the sweep's members (%s is missing); each member trains with train.threads threads.", path)
+        return 1
+    saved = OmegaConf.load(path)
+    overrides = OverridesParser.create().parse_overrides(list(saved.hydra.overrides.task))
+    size = 1
+    for override in overrides:
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    batch = saved.hydra.sweeper.get("max_batch_size")
+    return max(1, min(size, batch) if batch else size)
 
 
 def joblib_members(n_jobs, cores: int) -> int:
@@ -96,7 +124,8 @@ def set_torch_threads(train) -> int:
         if requested != 0 and used * members > (cores if requested == AUTO else requested):
             log.warning(
                 "%d parallel members with %d thread(s) each use more threads than train.threads=%s allows; "
-                "lower hydra.launcher.n_jobs for runs that do not compete for cores.",
+                "run fewer members at once (hydra.launcher.n_jobs under joblib, hydra.sweeper.max_batch_size under "
+                "submitit_local) for runs that do not compete for cores.",
                 members, used, requested,
             )  # fmt: skip
     if isinstance(train, DictConfig):

@@ -13,7 +13,7 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN
 from mixbench.errors import ConfigError
-from mixbench.threads import joblib_members, member_threads, set_torch_threads
+from mixbench.threads import joblib_members, member_threads, set_torch_threads, sweep_size
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -64,6 +64,33 @@ def test_joblib_members_follows_joblib(n_jobs, cores, expected):
 def test_joblib_members_rejects_zero():
     with pytest.raises(ConfigError, match="hydra.launcher.n_jobs=0"):
         joblib_members(0, 4)
+
+
+@pytest.mark.parametrize("batch, expected", [(None, 6), (4, 4), (10, 6)])
+def test_sweep_size_reads_saved_sweep(tmp_path, batch, expected):
+    from omegaconf import OmegaConf
+
+    saved = {"hydra": {"overrides": {"task": ["method=stratified,natural", "seed=range(0,3)", "train.steps=10"]},
+                       "sweeper": {"max_batch_size": batch}}}
+    OmegaConf.save(OmegaConf.create(saved), tmp_path / "multirun.yaml")
+    assert sweep_size(tmp_path) == expected
+
+
+def test_sweep_size_without_saved_sweep(tmp_path, caplog):
+    assert sweep_size(tmp_path) == 1
+    assert "cannot count the sweep's members" in caplog.text
+
+
+def test_submitit_local_members_divide_threads(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]' to test submitit sweeps")
+    # submitit's local executor starts both members at once, so each gets one of the two threads.
+    result = mixbench("run", "-m", "hydra/launcher=submitit_local", "experiment=sim", "method=stratified,natural",
+                      "sim.steps=40", "sim.warmup_steps=4", "sim.eval_every=0", "train.threads=2", f"results_dir={tmp_path}",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logs = "".join(path.read_text() for path in tmp_path.glob(".multirun/*/.submitit/*/*.err"))
+    assert logs.count("torch threads: 1 per member (train.threads=2, 2 parallel sweep members)") == 2
+    assert len(list((tmp_path / "sim" / "methods").glob("*.json"))) == 2
 
 
 def test_set_torch_threads_records_count():
