@@ -7,6 +7,10 @@ from mixbench.method import MethodContext, StaticMethod, register
 from mixbench.simplex import validate_mixture
 
 
+# How a setting of this method is given on the command line, for messages.
+WHERE = "set as method.{key}=... with mixbench run, or experiment.method_overrides.fixed.{key} in a benchmark"
+
+
 @register
 class Fixed(StaticMethod):
     """Train on `mixture`: a list with one weight per domain, or a mapping from domain to weight.
@@ -31,15 +35,17 @@ class Fixed(StaticMethod):
         """Return the configured mixture as a vector over `domains`, validated."""
         if self.mixture is None:
             raise ConfigError(
-                "method fixed needs a mixture; set method.mixture=[w1,...] with one weight per domain "
-                f"({', '.join(domains)}) or method.mixture={{domain: weight}}."
+                f"method fixed needs a mixture: a list [w1,...] with one weight per domain ({', '.join(domains)}) or a "
+                f"mapping {{domain: weight}}, {WHERE.format(key='mixture')}."
             )
         weights = self.mixture
         if hasattr(weights, "items"):
             unknown = sorted(set(weights) - set(domains))
             if unknown:
                 raise ConfigError(
-                    f"method.mixture names unknown domain(s) {', '.join(unknown)}; the domains are {', '.join(domains)}."
+                    f"fixed's mixture names unknown domain(s) {', '.join(unknown)}; the domains are {', '.join(domains)}."
                 )
             weights = [float(weights.get(domain, 0.0)) for domain in domains]
-        return validate_mixture(list(weights), domains, normalize=bool(self.normalize), name="method.mixture")
+        normalize_setting = f"fixed's normalize to true ({WHERE.format(key='normalize')})"
+        return validate_mixture(list(weights), domains, normalize=bool(self.normalize), name="fixed's mixture",
+                                normalize_setting=normalize_setting)

@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mixbench.engine import run_method, save_method_result, setting_identity, setting_label
-from mixbench.errors import ConfigError, RunFailedError
+from mixbench.errors import ConfigError, RunFailedError, unknown_name_error
 from mixbench.method import available_methods, build_method, get_method_class
 from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, mixed_budgets, render_markdown, write_tables
 from mixbench.runs import RunStore, folder_lock, write_json_atomic
@@ -141,6 +141,12 @@ def benchmark_methods(experiment) -> list[str]:
     requested = experiment.methods
     overrides = _plain(experiment.get("method_overrides") or {})
     exclude = set(experiment.get("exclude") or [])
+    # A misspelt name in either would otherwise be ignored without a word.
+    known = available_methods()
+    for field, listed in (("experiment.exclude", sorted(exclude)), ("experiment.method_overrides", sorted(overrides))):
+        for name in listed:
+            if name not in known:
+                raise unknown_name_error("method", name, known, f"Fix the name in {field}, or load the module that registers it with plugins=[MODULE].")
     if isinstance(requested, str):
         if requested != "all":
             raise ConfigError(f"experiment.methods={requested!r} is invalid; give a list of method names or 'all'.")
@@ -149,7 +155,15 @@ def benchmark_methods(experiment) -> list[str]:
         names = list(requested)
         for name in names:
             get_method_class(name)
+        _check_unique("experiment.methods", names)
     return [name for name in names if name not in exclude]
+
+
+def _check_unique(field: str, values: list) -> None:
+    """Raise ConfigError when a list setting names a value twice."""
+    repeated = sorted({str(value) for value in values if values.count(value) > 1})
+    if repeated:
+        raise ConfigError(f"{field}={list(values)} lists {', '.join(repeated)} more than once; list each once.")
 
 
 def build_setting(cfg):
@@ -204,6 +218,7 @@ def benchmark(cfg):
     overrides = _plain(experiment.get("method_overrides") or {})
     names = benchmark_methods(experiment)
     seeds = [int(seed) for seed in experiment.seeds]
+    _check_unique("experiment.seeds", seeds)
     if not names or not seeds:
         raise ConfigError(f"experiment {experiment.name!r} has no methods or no seeds; set experiment.methods and experiment.seeds.")
 

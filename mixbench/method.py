@@ -184,11 +184,15 @@ def register(cls: type[MixingMethod]) -> type[MixingMethod]:
         raise ConfigError(f"{cls!r} is not a subclass of mixbench.method.MixingMethod and cannot be registered.")
     if not cls.name:
         raise ConfigError(f"{cls.__qualname__} has no `name`; set the class attribute `name = \"...\"`.")
+    # The built-in methods register first, so that a clash names the class that came later.
+    load_builtin_methods()
     existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
+    # The same class defined again in its module (a notebook cell run twice) replaces the old one.
+    # A class of another module may not take the name, even with the same class name.
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ConfigError(
             f"method name {cls.name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
-            f"choose another name for {cls.__module__}.{cls.__qualname__}."
+            f"give {cls.__module__}.{cls.__qualname__} another name."
         )
     _REGISTRY[cls.name] = cls
     return cls

@@ -18,12 +18,14 @@ def validate_mixture(
     *,
     normalize: bool = False,
     name: str = "mixture",
+    normalize_setting: str | None = None,
 ) -> np.ndarray:
     """Return `mixture` as a float64 array after checking that it lies on the simplex.
 
     `domains` is the list of domain names (used in messages) or just their count. With
     `normalize=True` a non-negative vector with a positive sum is rescaled to sum to 1; it is
-    never rescaled silently.
+    never rescaled silently. `normalize_setting` says how the caller turns that on (for
+    example "method.normalize=true"); the message for weights that do not sum to 1 names it.
     """
     names = [f"domain {j}" for j in range(domains)] if isinstance(domains, int) else list(domains)
     try:
@@ -47,10 +49,9 @@ def validate_mixture(
             raise MixtureError(f"{name} {p.tolist()} sums to 0 and cannot be normalised.")
         return p / total
     if abs(total - 1.0) > SUM_TOLERANCE:
-        raise MixtureError(
-            f"{name} {p.tolist()} sums to {total:.9g}, not 1 (tolerance {SUM_TOLERANCE:g}). "
-            f"Fix the weights, or set normalize=true to rescale them explicitly."
-        )
+        weights = ", ".join(f"{domain}={weight:g}" for domain, weight in zip(names, p))
+        fix = f"or set {normalize_setting} to rescale them explicitly" if normalize_setting else "so that they sum to 1"
+        raise MixtureError(f"{name} ({weights}) sums to {total:.9g}, not 1 (tolerance {SUM_TOLERANCE:g}). Fix the weights {fix}.")
     return p
 
 

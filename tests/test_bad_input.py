@@ -67,7 +67,9 @@ def workspace(text_folders, tmp_path_factory):
 
 
 CASES = {
-    "mixture-sum": (["run", "method=fixed", "method.mixture=[0.5,0.5,0.5]"], "sums to 1.5"),
+    "mixture-sum": (["run", "method=fixed", "method.mixture=[0.5,0.5,0.5]"], "=0.5) sums to 1.5, not 1"),
+    "mixture-sum-fix": (["run", "method=fixed", "method.mixture=[0.5,0.5,0.5]"], "set fixed's normalize to true (set as method.normalize=..."),
+    "mixture-missing": (["run", "method=fixed"], "or experiment.method_overrides.fixed.mixture in a benchmark"),
     "mixture-length": (["run", "method=fixed", "method.mixture=[0.5,0.5]"], "has 2 weights but there are 3 domains"),
     "mixture-negative": (["run", "method=fixed", "method.mixture=[1.5,-0.5,0]"], "negative weights"),
     "mixture-nan": (["run", "method=fixed", "method.mixture=[nan,0.5,0.5]"], "NaN"),
@@ -97,6 +99,15 @@ CASES = {
     "tiny-domain": (["run", "data.path={root}/tiny_domains"], "small"),
     "table-unknown": (["table", "experiment.name=missing"], "no method results"),
     "laws-rows": (["laws", "train.mixtures={root}/mixtures.csv", "train.losses={root}/losses.csv"], "indices 3 are in mixtures.csv but missing from losses.csv"),
+    "benchmark-exclude-typo": (["benchmark", "experiment.methods=[stratified,natural]", "experiment.exclude=[natral]"],
+                               "unknown method 'natral'. Did you mean 'natural'"),
+    "benchmark-override-typo": (["benchmark", "experiment.methods=[stratified]", "+experiment.method_overrides.doremmi={eta: 0.5}"],
+                                "Fix the name in experiment.method_overrides"),
+    "benchmark-seeds-twice": (["benchmark", "experiment.methods=[stratified]", "experiment.seeds=[0,0]"], "lists 0 more than once"),
+    "benchmark-methods-twice": (["benchmark", "experiment.methods=[stratified,stratified]"], "lists stratified more than once"),
+    "laws-list-in-sweep": (["laws", "experiment=laws_static_sim", "laws=[linear]"], "in a law sweep set experiment.laws=[...] instead"),
+    "laws-list-in-dynamic-sweep": (["laws", "experiment=laws_dynamic_sim", "laws=[linear]"], "this sweep fits its own law"),
+    "laws-experiment-typo": (["laws", "experiment=laws_statik_sim"], "Could not find 'experiment/laws_statik_sim'"),
     "laws-file": (["laws", "train.mixtures={root}/absent.csv", "train.losses={root}/losses.csv"], "absent.csv"),
 }
 
@@ -106,7 +117,7 @@ def test_bad_input_is_rejected(workspace, case):
     root, common, data = workspace
     arguments, message = CASES[case]
     command, *overrides = [argument.replace("{root}", str(root)) for argument in arguments]
-    if command == "run":
+    if command in ("run", "benchmark"):
         overrides = [*common, *overrides]
     if command == "prepare":
         overrides = [*data, *overrides]

@@ -67,7 +67,8 @@ def test_static_sweep_tiny_corpus(tiny_setting, tmp_path):
     assert {row["law"] for row in rows} == {"linear", "dml", "trees"}
     assert len(rows) == 3 * len(tiny_setting.domains)
     linear = [row for row in rows if row["law"] == "linear"]
-    assert all(row["status"] == "ok" and row["r2"] is not None and row["in_sample_r2"] is not None for row in linear)
+    assert all(row["r2"] is not None and row["in_sample_r2"] is not None and row["spearman"] is None for row in linear)
+    assert {row["status"] for row in linear} == {"partial: spearman needs 3 or more test runs, got 2"}
     report = tmp_path / "results" / "sweep" / "laws_static.csv"
     assert read_report(report)[0]["law"] == "linear"
     markdown = report.with_suffix(".md").read_text()
@@ -182,6 +183,26 @@ def test_sim_children_draw_their_own_noise(tmp_path):
         assert json.loads((branch_again / "children" / f"{child['key']}.json").read_text())["after"] == child["after"]
 
 
+def test_two_held_out_runs_leave_spearman_blank(caplog):
+    from mixbench.law_accuracy.scoring import prediction_metrics
+    from mixbench.law_accuracy.sweeps import split_rows
+
+    # Two points rank the same or the opposite way, whatever a law predicts.
+    two = prediction_metrics(np.array([1.0, 2.0]), np.array([1.5, 1.6]))
+    assert np.isnan(two["spearman"])
+    assert two["r2"] == pytest.approx(0.18)
+    three = prediction_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.5, 1.6, 1.4]))
+    assert three["spearman"] == pytest.approx(-0.5)
+
+    mixtures = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
+    fit, held = split_rows(mixtures, 0.34, seed=0)
+    assert (len(fit), len(held)) == (4, 2)
+    assert "only 2 of 6 runs are held out" in caplog.text
+    caplog.clear()
+    split_rows(np.random.default_rng(0).dirichlet(np.ones(3), size=9), 0.34, seed=0)
+    assert "held out" not in caplog.text
+
+
 def test_branch_sweep_too_few_children(tmp_path):
     from mixbench.errors import ConfigError
 
@@ -227,5 +248,7 @@ def test_static_corpus_through_cli(text_folders, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_report(tmp_path / "results" / "laws_static" / "laws_static.csv")
     assert [row["n_train"] for row in rows] == ["3"] * 3
-    assert all(row["status"] == "ok" for row in rows)
+    # Two held-out runs give R^2 but no rank correlation.
+    assert all(row["status"] == "partial: spearman needs 3 or more test runs, got 2" for row in rows)
+    assert all(row["r2"] != "" and row["spearman"] == "" for row in rows)
     assert "| linear | held_out | 3 | 2 |" in result.stdout

@@ -1,6 +1,9 @@
 """The estimator contract, checked over every registered method."""
 
 import inspect
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,6 +95,28 @@ def test_registry_rejects_duplicates_and_wrong_base_class():
 
     with pytest.raises(ConfigError, match="already registered"):
         register(Stratified)
+
+    # The same module and class name as a built-in only in name: another module may not take it.
+    twin = type("Natural", (StaticMethod,), {"name": "natural", "__module__": "my_plugin", "__qualname__": "Natural"})
+    with pytest.raises(ConfigError, match=r"registered by methods\.natural\.Natural; give my_plugin\.Natural another name"):
+        register(twin)
+    assert get_method_class("natural").__module__ == "methods.natural"
+
+
+def test_plugin_imported_before_builtins_is_the_one_rejected(tmp_path):
+    # A plugin imported first must not displace the built-in method, nor be blamed on it.
+    (tmp_path / "clash.py").write_text(
+        "from mixbench.method import StaticMethod, register\n\n\n"
+        "@register\nclass Natural(StaticMethod):\n    name = 'natural'\n"
+    )
+    code = (
+        "import sys\nfrom mixbench.errors import ConfigError\n"
+        "try:\n    import clash\nexcept ConfigError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "registered by methods.natural.Natural; give clash.Natural another name" in result.stdout
 
 
 def test_user_method_registers_and_unregisters():

@@ -22,7 +22,7 @@ from mixbench.law_accuracy.report import (
     write_predictions,
     write_report,
 )
-from mixbench.law_accuracy.scoring import METRICS, cross_validate, score_laws
+from mixbench.law_accuracy.scoring import METRICS, MIN_SPEARMAN_POINTS, cross_validate, score_laws
 from mixbench.law_accuracy.tables import RunTable, read_run_table
 from mixbench.laws import get_law
 from mixbench.runs import write_text_atomic
@@ -30,6 +30,8 @@ from mixbench.runs import write_text_atomic
 log = logging.getLogger(__name__)
 
 CV_TEST_SET = "cv"
+# The laws scored on run tables when `laws` is null.
+DEFAULT_TABLE_LAWS = ("linear", "dml", "trees")
 # At most this many skipped rows are logged one by one, and the rest are counted.
 MAX_LOGGED_SKIPS = 10
 
@@ -44,6 +46,9 @@ def laws(cfg) -> list[dict[str, Any]]:
             "both experiment= and train.mixtures= are set; score published tables (train.mixtures, train.losses) "
             "or run a law sweep (experiment=laws_static or experiment=laws_dynamic), not both."
         )
+    if cfg.get("laws") is not None:
+        where = "set experiment.laws=[...] instead" if "laws" in experiment else "this sweep fits its own law and takes no list"
+        raise ConfigError(f"laws={_plain_list(cfg.laws)} chooses the laws scored on run tables; in a law sweep {where}.")
     sweep = experiment.get("sweep")
     if sweep == "static":
         from mixbench.law_accuracy.sweeps import run_static_sweep
@@ -72,6 +77,13 @@ def path_list(value: Any, key: str) -> list[str]:
     if isinstance(value, (list, tuple, ListConfig)):
         return [str(item) for item in value]
     raise ConfigError(f"{key}={value!r} is invalid; give a path or a list of paths like [a.csv,b.csv].")
+
+
+def _plain_list(value: Any) -> Any:
+    """Return a list setting as Hydra would print it back: [a,b] (other values unchanged)."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "[" + ",".join(str(item) for item in value) + "]"
+    return value
 
 
 def law_names(value: Any) -> list[str]:
@@ -128,13 +140,18 @@ def _cv_rows(table: RunTable, names: list[str], folds: Any, seed: int) -> list[d
 def mark_undefined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Replace NaN metrics by None and record that in the row's status, so that no NaN passes silently.
 
-    Spearman's correlation is undefined when a law predicts the same loss for every test run.
+    Spearman's correlation is undefined when a law predicts the same loss for every test run,
+    and left blank with fewer than 3 test runs.
     """
     for row in rows:
         undefined = [key for key in METRICS if isinstance(row.get(key), float) and math.isnan(row[key])]
         for key in undefined:
             row[key] = None
-        if undefined and is_scored(row):
+        if not (undefined and is_scored(row)):
+            continue
+        if undefined == ["spearman"] and (row.get("n_test") or 0) < MIN_SPEARMAN_POINTS:
+            row["status"] = f"partial: spearman needs {MIN_SPEARMAN_POINTS} or more test runs, got {row['n_test']}"
+        else:
             row["status"] = f"partial: {', '.join(undefined)} undefined because the predictions or losses are constant"
     return rows
 
@@ -150,7 +167,8 @@ def log_skipped(rows: list[dict[str, Any]]) -> None:
 
 def score_tables(cfg) -> list[dict[str, Any]]:
     """Score the configured laws on run tables, write `out` (CSV) and `out` with .md, and print the summary."""
-    names = law_names(cfg.get("laws"))
+    laws = cfg.get("laws")
+    names = law_names(list(DEFAULT_TABLE_LAWS) if laws is None else laws)
     seed = int(cfg.get("seed", 0))
     table, tests = _read_tables(cfg)
     headline = cfg.get("headline")

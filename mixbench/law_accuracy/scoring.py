@@ -21,14 +21,19 @@ def r2_score(y: np.ndarray, prediction: np.ndarray) -> float:
     return float(1.0 - np.sum((y - prediction) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
+# Spearman's correlation of fewer points is always -1 or 1 (or undefined), so it is left blank.
+MIN_SPEARMAN_POINTS = 3
+
+
 def prediction_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
-    """Return R^2, MAE, RMSE and Spearman rank correlation of predictions against y."""
+    """Return R^2, MAE, RMSE and Spearman rank correlation of predictions against y (NaN below 3 points)."""
     error = prediction - y
+    spearman = float(spearmanr(y, prediction)[0]) if len(y) >= MIN_SPEARMAN_POINTS else float("nan")
     return {
         "r2": r2_score(y, prediction),
         "mae": float(np.mean(np.abs(error))),
         "rmse": float(np.sqrt(np.mean(error**2))),
-        "spearman": float(spearmanr(y, prediction)[0]),
+        "spearman": spearman,
     }
 
 

@@ -15,7 +15,7 @@ from mixbench.engine import execute_run
 from mixbench.errors import ConfigError, DataError
 from mixbench.law_accuracy.command import law_names, log_skipped, mark_undefined, plain
 from mixbench.law_accuracy.report import averages_markdown, predictions_path, rows_markdown, write_predictions, write_report
-from mixbench.law_accuracy.scoring import cross_validate, score_laws
+from mixbench.law_accuracy.scoring import MIN_SPEARMAN_POINTS, cross_validate, score_laws
 from mixbench.law_accuracy.tables import RunTable
 from mixbench.runs import RunStore, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design
@@ -81,7 +81,8 @@ def build_setting(cfg):
 def split_rows(mixtures: np.ndarray, held_out_fraction: float, seed: int, minimum_fit: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Return (fit positions, held-out positions): a seeded random split of the runs with these mixtures.
 
-    At least 2 runs are held out, because R^2 and Spearman's correlation need two or more.
+    At least 2 runs are held out, because R^2 needs two or more. Below 3, Spearman's correlation
+    is left blank, and a warning is logged.
     Single-domain runs (a weight of 1) are held out only when the other runs do not suffice: a
     law fitted without the run dominated by a domain has to extrapolate that domain's coefficient.
     """
@@ -91,6 +92,11 @@ def split_rows(mixtures: np.ndarray, held_out_fraction: float, seed: int, minimu
         raise ConfigError(
             f"held_out_fraction={held_out_fraction} of {k} runs leaves {k - n_held} runs to fit on; "
             f"use more runs or a smaller held-out fraction."
+        )
+    if n_held < MIN_SPEARMAN_POINTS:
+        log.warning(
+            "only %d of %d runs are held out: R^2 rests on %d points and Spearman's correlation is left blank; "
+            "raise experiment.held_out_fraction or train more runs.", n_held, k, n_held,
         )
     rng = np.random.default_rng([seed, 1])
     single = np.max(mixtures, axis=1) >= 1.0 - 1e-9
