@@ -1,6 +1,7 @@
 """The `mixbench` command line: `mixbench <command> [Hydra overrides]`."""
 
 import difflib
+import importlib
 import logging
 import sys
 import warnings
@@ -102,8 +103,73 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_hydra_migration_warning()
     entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
-    entry()
+    try:
+        entry()
+    except SystemExit as exit:
+        # Hydra exits with 1 when the config cannot be composed; a misspelt key then gets a suggestion.
+        if exit.code == 1:
+            for line in [*misspelt_keys(command, overrides), *method_without_config(overrides)]:
+                print(f"mixbench: {line}", file=sys.stderr)
+        raise
     return 0
+
+
+def method_without_config(overrides: list[str]) -> list[str]:
+    """Explain `method=NAME` for a registered method (plugins included) that has no config file here."""
+    chosen = [item.split("=", 1)[1] for item in overrides if item.startswith("method=")]
+    if not chosen:
+        return []
+    name = chosen[0].split(",")[0]
+    searched = [CONF_DIR] + [Path(entry.strip().removeprefix("file://")) for item in overrides
+                             if item.startswith("hydra.searchpath=") for entry in item.split("=", 1)[1].strip("[]").split(",")]
+    if any((folder / "method" / f"{name}.yaml").exists() for folder in searched):
+        return []
+    plugins = [item.split("=", 1)[1].strip("[]") for item in overrides if item.startswith("plugins=")]
+    try:
+        from mixbench.method import available_methods
+
+        for module in ",".join(plugins).split(","):
+            if module.strip():
+                importlib.import_module(module.strip())
+        registered = name in available_methods()
+    except Exception:  # noqa: BLE001 - a plugin that fails to import is reported by the command itself
+        return []
+    if not registered:
+        return []
+    return [
+        f"method {name} is registered, but mixbench run needs its config file method/{name}.yaml: put one in a "
+        f"folder's conf/method/ and pass hydra.searchpath=[file://FOLDER/conf] (see docs/adding-a-method.md), or run "
+        f"it with its class defaults in mixbench benchmark 'experiment.methods=[{name}]'."
+    ]
+
+
+def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
+    """Return a line for each override whose key is not in the command's config, with the closest keys."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig, OmegaConf
+
+    settings = [item for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))]
+    # Group choices decide which keys exist; a sweep's list of choices is represented by its first.
+    groups = [item for item in settings if "." not in item.split("=", 1)[0]]
+    choices = [item.split(",")[0] for item in groups]
+    swept = [choice for choice, item in zip(choices, groups) if "," in item]
+    context = f" with {' '.join(swept)}" if swept else ""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=command, overrides=choices)
+    except Exception:  # noqa: BLE001 - the choices themselves may be what failed; Hydra has said why
+        return []
+    lines = []
+    for item in settings:
+        key = item.split("=", 1)[0]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf in node:
+            continue
+        close = difflib.get_close_matches(leaf, [str(name) for name in node.keys()], n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}?" if close else f"its settings are {', '.join(map(str, node.keys()))}."
+        lines.append(f"{key} is not a setting of mixbench {command}{context}; {hint}")
+    return lines
 
 
 def quiet_hydra_migration_warning() -> None:

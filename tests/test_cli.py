@@ -38,6 +38,29 @@ def test_unknown_command_suggests_close_match(tmp_path):
     assert "Did you mean benchmark" in result.stderr
 
 
+def test_misspelt_setting_gets_a_suggestion(tmp_path):
+    result = mixbench("run", "train.step=40", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "mixbench: train.step is not a setting of mixbench run; did you mean train.steps?" in result.stderr
+    # The keys of a method depend on the method chosen, the first of a sweep's list here.
+    result = mixbench("run", "-m", "method=doremi,doge", "method.mu=0.1", cwd=tmp_path)
+    assert "method.mu is not a setting of mixbench run with method=doremi; its settings are name, eta," in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_plugin_method_without_config_file_is_explained(tmp_path):
+    (tmp_path / "heavy.py").write_text(
+        "import numpy as np\nfrom mixbench.method import StaticMethod, register\n\n\n@register\n"
+        "class FirstHeavy(StaticMethod):\n    name = 'first_heavy'\n\n"
+        "    def optimize(self, context):\n        return np.full(context.m, 1.0 / context.m)\n"
+    )
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(tmp_path))
+    arguments = [sys.executable, "-m", "mixbench", "run", "plugins=[heavy]", "method=first_heavy", "experiment=sim"]
+    result = subprocess.run(arguments, cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 1
+    assert "method first_heavy is registered, but mixbench run needs its config file method/first_heavy.yaml" in result.stderr
+
+
 def test_benchmark_then_table_rebuilds_identically(text_folders, tmp_path):
     common = overrides(text_folders, tmp_path / "cache")
     result = mixbench("benchmark", *common, "experiment.methods=[stratified,natural]", "experiment.seeds=[0,1]", cwd=tmp_path)
