@@ -7,8 +7,10 @@ from mixbench.method import MethodContext, StaticMethod, register
 from mixbench.simplex import validate_mixture
 
 
-# How a setting of this method is given on the command line, for messages.
-WHERE = "set as method.{key}=... with mixbench run, or experiment.method_overrides.fixed.{key} in a benchmark"
+# The command-line forms of this method's settings, for messages. A benchmark's default
+# method_overrides have no entry for fixed, so the entry is added with a leading +.
+WHERE = ("with mixbench run as method.mixture=[...] and method.normalize=true, in a benchmark as "
+         "'+experiment.method_overrides.fixed={mixture: [...], normalize: true}'")
 
 
 @register
@@ -36,7 +38,7 @@ class Fixed(StaticMethod):
         if self.mixture is None:
             raise ConfigError(
                 f"method fixed needs a mixture: a list [w1,...] with one weight per domain ({', '.join(domains)}) or a "
-                f"mapping {{domain: weight}}, {WHERE.format(key='mixture')}."
+                f"mapping {{domain: weight}}. Set it {WHERE}."
             )
         weights = self.mixture
         if hasattr(weights, "items"):
@@ -46,6 +48,6 @@ class Fixed(StaticMethod):
                     f"fixed's mixture names unknown domain(s) {', '.join(unknown)}; the domains are {', '.join(domains)}."
                 )
             weights = [float(weights.get(domain, 0.0)) for domain in domains]
-        normalize_setting = f"fixed's normalize to true ({WHERE.format(key='normalize')})"
+        normalize_setting = f"fixed's normalize to true ({WHERE})"
         return validate_mixture(list(weights), domains, normalize=bool(self.normalize), name="fixed's mixture",
                                 normalize_setting=normalize_setting)

@@ -108,10 +108,28 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:
         # Hydra exits with 1 when the config cannot be composed; a misspelt key then gets a suggestion.
         if exit.code == 1:
-            for line in [*misspelt_keys(command, overrides), *method_without_config(overrides)]:
+            for line in [*misspelt_keys(command, overrides), *method_without_config(overrides), *experiment_folder_hint(overrides)]:
                 print(f"mixbench: {line}", file=sys.stderr)
         raise
     return 0
+
+
+def _has_config(group: str, name: str, overrides: list[str]) -> bool:
+    """Return whether group/name.yaml exists in the package's conf or a folder on hydra.searchpath."""
+    searched = [CONF_DIR] + [Path(entry.strip().removeprefix("file://")) for item in overrides
+                             if item.startswith("hydra.searchpath=") for entry in item.split("=", 1)[1].strip("[]").split(",")]
+    return any((folder / group / f"{name}.yaml").exists() for folder in searched)
+
+
+def experiment_folder_hint(overrides: list[str]) -> list[str]:
+    """Point `experiment=NAME` without a config file to `experiment.name=NAME`, which names a results folder."""
+    names = [item.split("=", 1)[1] for item in overrides if item.startswith("experiment=")]
+    if not names or _has_config("experiment", names[0], overrides):
+        return []
+    return [
+        f"experiment={names[0]} picks a config file from conf/experiment; to read or write the results folder "
+        f"{names[0]} with another experiment's settings, use experiment.name={names[0]} instead."
+    ]
 
 
 def method_without_config(overrides: list[str]) -> list[str]:
@@ -120,9 +138,7 @@ def method_without_config(overrides: list[str]) -> list[str]:
     if not chosen:
         return []
     name = chosen[0].split(",")[0]
-    searched = [CONF_DIR] + [Path(entry.strip().removeprefix("file://")) for item in overrides
-                             if item.startswith("hydra.searchpath=") for entry in item.split("=", 1)[1].strip("[]").split(",")]
-    if any((folder / "method" / f"{name}.yaml").exists() for folder in searched):
+    if _has_config("method", name, overrides):
         return []
     plugins = [item.split("=", 1)[1].strip("[]") for item in overrides if item.startswith("plugins=")]
     try:
@@ -194,6 +210,13 @@ def _guarded(task):
         except MixbenchError as error:
             print(f"mixbench: error: {error}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            print(
+                "mixbench: interrupted. Finished runs are kept; run the same command again to resume the others "
+                "from their last checkpoint (train.checkpoint_every).",
+                file=sys.stderr,
+            )
+            sys.exit(130)
 
     wrapper.__name__ = task.__name__
     return wrapper

@@ -393,7 +393,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     params = method.run_params(context)
     if main:
         settings = ", ".join(f"{key}={value!r}" for key, value in params.items())
-        log.info("method %s, seed %d: %s", method.name, seed, settings or "no settings")
+        log.info("method %s, seed %d: %s", method.name, seed, settings or "it has no settings")
 
     def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
         return execute_run(spec, setting, run_dir, method=online, context=context)

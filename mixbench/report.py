@@ -344,7 +344,9 @@ def _latex_value(key: str, spread: str | None = None, digits: int = 3, primary: 
         if key not in row:
             return row["status"] if primary and row["status"] in ("missing", "failed", "skipped") else "--"
         text = f"{row[key]:.{digits}f}"
-        return f"${text} \\pm {row[spread]:.{digits}f}$" if spread and spread in row else f"${text}$"
+        value = f"${text} \\pm {row[spread]:.{digits}f}$" if spread and spread in row else f"${text}$"
+        # A mean over runs of different lengths is marked in the row's main cell.
+        return f"{value} (mixed lengths)" if primary and row["status"] == "mixed" else value
     return cell
 
 
@@ -465,16 +467,22 @@ def final_budget(record: dict) -> int:
 def mixed_budgets(results: list[dict], store: RunStore) -> dict[str, str]:
     """Return, per setting whose complete final runs trained on different numbers of tokens, which rows have each length.
 
-    The value lists each length with its row names: "614400 tokens: natural; 122880 tokens: stratified".
+    The value lists each length with its rows and their seeds:
+    "122880 tokens: natural (seed 0); 614400 tokens: natural (seeds 1, 2), stratified (seeds 0, 1, 2)".
     """
-    budgets: dict[str, dict[int, set]] = {}
+    budgets: dict[str, dict[int, dict[str, list[int]]]] = {}
     for result in results:
         final = store.record(result["final_run"]) if result.get("final_run") else None
         if final and final.get("status") == "complete":
-            rows = budgets.setdefault(setting_label(result.get("setting")), {}).setdefault(final_budget(final), set())
-            rows.add(result["name"])
+            rows = budgets.setdefault(setting_label(result.get("setting")), {}).setdefault(final_budget(final), {})
+            rows.setdefault(result["name"], []).append(int(result["seed"]))
+
+    def listing(rows: dict[str, list[int]]) -> str:
+        return ", ".join(f"{name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))})"
+                         for name, seeds in sorted(rows.items()))
+
     return {
-        label: "; ".join(f"{tokens} tokens: {', '.join(sorted(names))}" for tokens, names in sorted(by_tokens.items()))
+        label: "; ".join(f"{tokens} tokens: {listing(rows)}" for tokens, rows in sorted(by_tokens.items()))
         for label, by_tokens in sorted(budgets.items())
         if len(by_tokens) > 1
     }
@@ -486,6 +494,9 @@ def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: Tab
     missing = len(set(seeds) - {int(member["seed"]) for member in group})
     failed = len(group) - len(pairs)
     status = _status(group, pairs, failed, missing)
+    if len({final_budget(final) for _, final in pairs}) > 1:
+        # Its means and token columns average over runs of different lengths.
+        status = "mixed"
     row = {"method": method, "seeds": len(group), "failed": failed, "missing": missing, "status": status, "setting": label}
     if pairs:
         row.update(kind.quality(pairs, store))
@@ -648,8 +659,9 @@ def legend(table: Table) -> list[str]:
         "are averages over seeds of the final run plus every extra run (`<role>_run_tokens` for probe, reference, proxy "
         "and single-domain runs). `total_reference_tokens` counts tokens a reference model scored during training "
         "(DoReMi), `total_target_tokens` those of target-gradient batches (DoGE), and `total_flops` every pass. `status` is ok, partial (a failed or missing seed), failed (no complete run), missing "
-        "(no result for a method the experiment lists) or skipped (its settings rule it out in this setting; "
-        "experiment.json says why).",
+        "(no result for a method the experiment lists), skipped (its settings rule it out in this setting; "
+        "experiment.json says why) or mixed (its seeds' final runs have different lengths, so its means and token "
+        "columns average over lengths; `mixbench table` names the seeds of each length).",
     ]
     if table.kind.unmeasured:
         left_out = " or ".join(f"`{key}`" for key in table.kind.unmeasured)

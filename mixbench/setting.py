@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixbench.errors import ConfigError
+from mixbench.errors import ConfigError, unknown_name_error
 from mixbench.method import MethodContext, Probe
 from mixbench.runs import RunSpec
 
@@ -114,8 +114,26 @@ class CorpusSetting:
         return get_accelerator("bf16" if self.train.get("bf16") else "no").is_main_process
 
 
+# The settings the harness reads. A key outside these would be ignored without a word, so it is
+# rejected: a misspelt `+train.step=40` must not train the default number of steps.
+TRAIN_KEYS = (
+    "steps", "batch_size", "grad_accumulation", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "grad_clip",
+    "sampling", "loss_normalization", "bf16", "eval_every", "eval_tokens", "test_tokens", "eval_batch_size",
+    "checkpoint_every", "threads", "trackers", "tracker_dir",
+)
+MODEL_KEYS = ("family", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "context", "dropout", "activation", "attention")
+
+
 def check_settings(model: dict, train: dict) -> None:
-    """Raise ConfigError for model and training settings that are invalid or conflict."""
+    """Raise ConfigError for model and training settings that are unknown, invalid or conflict."""
+    from mixbench.trackers import tracker_names
+
+    for group, values, known in (("train", train, TRAIN_KEYS), ("model", model, MODEL_KEYS)):
+        for key in values:
+            if key not in known:
+                raise unknown_name_error(f"{group} setting", str(key), known, f"Fix or remove {group}.{key}.")
+    # Tracker names and packages are checked here too, so that a run reused from the store cannot hide a typo.
+    tracker_names(train)
     positive = {"train.steps": train.get("steps"), "train.batch_size": train.get("batch_size"), "train.lr": train.get("lr"),
                 "model.context": model.get("context"), "train.grad_accumulation": train.get("grad_accumulation", 1),
                 "train.eval_tokens": train.get("eval_tokens"), "train.eval_batch_size": train.get("eval_batch_size"),

@@ -46,6 +46,9 @@ def test_misspelt_setting_gets_a_suggestion(tmp_path):
     result = mixbench("run", "-m", "method=doremi,doge", "method.mu=0.1", cwd=tmp_path)
     assert "method.mu is not a setting of mixbench run with method=doremi; its settings are name, eta," in result.stderr
     assert not (tmp_path / "results").exists()
+    # experiment= picks a config file; a results folder is named with experiment.name=.
+    result = mixbench("table", "experiment=walks", cwd=tmp_path)
+    assert "use experiment.name=walks instead" in result.stderr
 
 
 def test_plugin_method_without_config_file_is_explained(tmp_path):

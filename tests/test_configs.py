@@ -41,7 +41,7 @@ def test_group_option_composes(path):
         cfg = compose(config_name=command, overrides=[f"{group}={option}"])
     if group == "method":
         build_method(OmegaConf.to_container(cfg.method, resolve=True))
-    if group in ("model", "train"):
+    if group in ("model", "train", "experiment"):
         check_settings(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.train))
 
 

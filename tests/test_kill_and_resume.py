@@ -1,5 +1,7 @@
 """The kill-and-resume script, with two trials, as a regression test of exact resume."""
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,3 +15,23 @@ def test_killed_runs_resume_identically(tmp_path, capsys):
     output = capsys.readouterr().out
     assert "2 of 2 resumed runs identical" in output, output
     assert status == 0
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    from conftest import _real_text_folders
+
+    _real_text_folders(tmp_path / "domains")
+    results, log = tmp_path / "results", tmp_path / "interrupted.log"
+    arguments = kill_and_resume.command(tmp_path, results, "odm", 400)
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    process = kill_and_resume.start(arguments, environment, log)
+    assert kill_and_resume.wait_for(process, results, kill_and_resume.CHECKPOINT) is not None, log.read_text()[-2000:]
+    process.send_signal(signal.SIGINT)
+
+    # One line instead of a traceback, exit status 130 as for any interrupted command, no record.
+    assert process.wait(timeout=120) == 130
+    output = log.read_text()
+    assert "mixbench: interrupted. Finished runs are kept; run the same command again to resume" in output
+    assert "Traceback" not in output
+    kill_and_resume.check_no_partial_record(results)
+    assert kill_and_resume.resume(arguments, environment, tmp_path / "resumed.log") is not None

@@ -430,6 +430,22 @@ def test_run_rejects_other_setting_kind(tmp_path):
     assert sorted(path.name for path in (tmp_path / "sim" / "methods").iterdir()) == ["stratified-seed0.json"]
 
 
+def test_row_over_seeds_of_different_lengths_is_marked(tmp_path, caplog):
+    common = [f"results_dir={tmp_path}", "experiment=sim", "sim.warmup_steps=10", "sim.eval_every=50"]
+    for method, seed, steps in (("stratified", 0, 100), ("stratified", 1, 100), ("natural", 0, 100), ("natural", 1, 200)):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            run(compose(config_name="run", overrides=[*common, f"method={method}", f"seed={seed}", f"sim.steps={steps}"]))
+    caplog.clear()
+    rows = {row["method"]: row for row in command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])}
+    assert rows["natural"]["status"] == "mixed"
+    assert rows["stratified"]["status"] == "ok"
+    assert rows["natural"]["paired_seeds"] == 1
+    assert re.search(r"\d+ tokens: natural \(seed 0\), stratified \(seeds 0, 1\); \d+ tokens: natural \(seed 1\)", caplog.text)
+    latex = (tmp_path / "sim" / "table.tex").read_text()
+    assert [line for line in latex.splitlines() if line.startswith("natural")][0].count("(mixed lengths)") == 1
+    assert "(mixed lengths)" not in [line for line in latex.splitlines() if line.startswith("stratified")][0]
+
+
 def test_mixed_budgets_warned_not_compared(tmp_path, caplog):
     common = [f"results_dir={tmp_path}", "experiment=sim", "sim.warmup_steps=10", "sim.eval_every=50"]
     warned, rows, replaced, figures_warned = [], [], [], []
@@ -440,7 +456,7 @@ def test_mixed_budgets_warned_not_compared(tmp_path, caplog):
         replaced.append("replacing the result of natural seed 0" in caplog.text)
         caplog.clear()
         rows.append({row["method"]: row for row in command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])})
-        warned.append(re.search(r"different lengths in setting sim-\w+ \((\d+) tokens: stratified; (\d+) tokens: natural\)", caplog.text))
+        warned.append(re.search(r"different lengths in setting sim-\w+ \((\d+) tokens: stratified \(seed 0\); (\d+) tokens: natural \(seed 0\)\)", caplog.text))
         caplog.clear()
         command("figures", [f"results_dir={tmp_path}", "experiment.name=sim", "figures=[loss_vs_compute]"])
         figures_warned.append("figures of" in caplog.text and warned[-1] is not None and warned[-1].group(0) in caplog.text)
