@@ -63,7 +63,19 @@ def prepare(cfg):
             corpus.num_tokens(domain, "test"),
         )
     log.info("corpus %s (tokenizer %s, fingerprint %s)", corpus.root, corpus.tokenizer_id, corpus.fingerprint[:16])
+    _warn_short_splits(corpus, int((cfg.get("model") or {}).get("context") or 0))
     return corpus
+
+
+def _warn_short_splits(corpus, context: int) -> None:
+    """Warn when a split cannot hold one window of `context` + 1 tokens, which every run needs."""
+    short = [f"{domain} {split} ({corpus.num_tokens(domain, split)} tokens)" for domain in corpus.domains
+             for split in ("train", "val", "test") if corpus.num_tokens(domain, split) < context + 1]
+    if context and short:
+        log.warning(
+            "%s: fewer tokens than one window of model.context=%d plus one, so runs on this corpus will be rejected. "
+            "Add text to those domains or raise data.val_fraction / data.test_fraction.", "; ".join(short), context,
+        )
 
 
 def _setting(cfg, corpus) -> CorpusSetting:

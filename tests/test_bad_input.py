@@ -132,3 +132,13 @@ def test_bad_input_is_rejected(workspace, case):
     assert message in result.stderr, result.stderr[-2000:]
     assert "val loss" not in result.stderr, "training started before the input was checked"
     assert _digest(root / "results") == before
+
+
+def test_prepare_warns_about_splits_shorter_than_a_window(workspace):
+    root, _, data = workspace
+    result = _mixbench(["prepare", *data, f"data.path={root}/tiny_domains"], root)
+    # The corpus itself is valid; runs with the default context of 128 would reject it.
+    assert result.returncode == 0, result.stderr[-2000:]
+    warning = [line for line in result.stderr.splitlines() if "fewer tokens than one window of model.context=128" in line]
+    assert len(warning) == 1
+    assert "small train" in warning[0] and "big " not in warning[0]
