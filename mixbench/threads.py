@@ -6,8 +6,8 @@ launcher (`mixbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=N ...`) N
 the same time, so each member gets the count divided by N, at least 1. Under submitit_local every
 member of the sweep (or of each batch of hydra.sweeper.max_batch_size) starts at once, and N is
 their number. The count a run actually used is written back into `train.threads`, so its run
-spec records it. Run ids leave threads out, so a run trained at one count is reused at another. `mixbench benchmark experiment.jobs=N` divides
-the count among its N worker processes the same way.
+spec records it. Run ids leave threads out, so a run trained at one count is reused at another.
+`mixbench benchmark experiment.jobs=N` divides the count among its N worker processes the same way.
 """
 
 import logging
