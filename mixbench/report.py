@@ -272,6 +272,21 @@ def _a_sim_of(member: dict, final: dict | None, store: RunStore):
     return method_a_sim(final) if final else None
 
 
+def distinct_extra_runs(result: dict) -> list[dict]:
+    """Return a method result's extra runs without repeats and without its final run.
+
+    A method may list one run twice (RegMix can draw one probe mixture more than once, and the
+    store then reuses the run); it was trained once, so its compute counts once.
+    """
+    seen = {result.get("final_run")}
+    distinct = []
+    for run in result.get("extra_runs") or []:
+        if run["id"] not in seen:
+            seen.add(run["id"])
+            distinct.append(run)
+    return distinct
+
+
 def _compute_of(record: dict) -> dict:
     compute = record.get("compute") or {}
     keys = ("train_tokens", "exploration_tokens", "eval_tokens", "reference_tokens", "target_tokens", "flops", "wall_time_s")
@@ -291,7 +306,7 @@ def _compute_columns(members: list[dict], store: RunStore) -> dict:
     roles = sorted(set(ROLES) | {run.get("role") or "extra" for member in members for run in member["extra_runs"]})
     for member in members:
         final = _compute_of(store.record(member["final_run"]) or {})
-        extra = [(run.get("role") or "extra", _compute_of(store.record(run["id"]) or {})) for run in member["extra_runs"]]
+        extra = [(run.get("role") or "extra", _compute_of(store.record(run["id"]) or {})) for run in distinct_extra_runs(member)]
         extra_tokens = sum(run["train_tokens"] + run["exploration_tokens"] for _, run in extra)
         spent = {
             "total_train_tokens": final["train_tokens"] + final["exploration_tokens"] + extra_tokens,
@@ -302,7 +317,8 @@ def _compute_columns(members: list[dict], store: RunStore) -> dict:
             "total_target_tokens": final["target_tokens"] + sum(run["target_tokens"] for _, run in extra),
             "total_flops": final["flops"] + sum(run["flops"] for _, run in extra),
             "wall_time_s": final["wall_time_s"] + sum(run["wall_time_s"] for _, run in extra),
-            "final_run_tokens": final["train_tokens"],
+            # The budget methods are compared at: exploration inside the final run is part of it (Aioli).
+            "final_run_tokens": final["train_tokens"] + final["exploration_tokens"],
         }
         for role in roles:
             spent[f"{role}_run_tokens"] = sum(run["train_tokens"] + run["exploration_tokens"] for name, run in extra if name == role)

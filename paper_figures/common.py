@@ -114,11 +114,13 @@ def load_method_runs(results_dir: str | Path, experiment: str, setting: str | No
 
 def _load_runs_of(results_dir: str | Path, result: dict) -> MethodRun | str:
     """Return the MethodRun of one result, or a reason why its records are unusable."""
+    from mixbench.report import distinct_extra_runs
+
     final = read_record(results_dir, result["final_run"])
     if final is None or final.get("status") != "complete":
         return f"final run {result['final_run']} has no complete record"
     extra = []
-    for entry in result.get("extra_runs") or []:
+    for entry in distinct_extra_runs(result):
         record = read_record(results_dir, entry["id"])
         if record is None:
             return f"{entry.get('role') or 'extra'} run {entry['id']} has no record"

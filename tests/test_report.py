@@ -231,13 +231,16 @@ def test_compute_columns_split_tokens_by_kind(tmp_path):
     probes = [(records.run(f"probe-{index}", (20, 20), compute={"train_tokens": 100, "exploration_tokens": 0, "eval_tokens": 5,
                                                                    "reference_tokens": 100, "flops": 10.0, "wall_time_s": 1.0}),
                "probe") for index in range(2)]
-    records.result("dml", 0, (9, 9), extra=probes,
+    # A probe listed twice (one mixture drawn twice) and the final run listed as an extra run were
+    # each trained once, so each counts once.
+    repeated = [*probes, probes[0], (f"dml-0-{setting_label(DEFAULT)}", "probe")]
+    records.result("dml", 0, (9, 9), extra=repeated,
                    compute={"train_tokens": 1000, "exploration_tokens": 50, "eval_tokens": 20, "target_tokens": 7,
                             "flops": 100.0, "wall_time_s": 2.0})
     row = records.table().rows[0]
     expected = {"total_train_tokens": 1250, "total_extra_run_tokens": 200, "total_exploration_tokens": 50,
                 "total_eval_tokens": 30, "total_reference_tokens": 200, "total_target_tokens": 7, "total_flops": 120.0,
-                "wall_time_s": 4.0, "final_run_tokens": 1000, "probe_run_tokens": 200,
+                "wall_time_s": 4.0, "final_run_tokens": 1050, "probe_run_tokens": 200,
                 "reference_run_tokens": 0, "proxy_run_tokens": 0, "single_domain_run_tokens": 0}
     assert {key: row[key] for key in expected} == expected
 
