@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixbench.cli import CONF_DIR, quiet_hydra_migration_warning
+from mixbench.cli import CONF_DIR, experiment_folder_hint, method_without_config, misspelt_keys, quiet_hydra_migration_warning
 from mixbench.errors import ConfigError
 
 COMMAND_NAMES = ("prepare", "run", "benchmark", "table", "laws", "figures")
@@ -80,10 +80,17 @@ def compose_config(command: str, overrides: Overrides = None, **settings: Any) -
     strings = override_strings(overrides, **settings)
     # Hydra 1.4 warns that `version_base` is deprecated; mixbench pins 1.3 semantics on purpose, as
     # the command line does. The filter is local, so the caller's warning settings stay as they are.
+    from hydra.errors import HydraException
+
     with warnings.catch_warnings():
         quiet_hydra_migration_warning()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=f"mixbench_{command}"):
-            return compose(config_name=command, overrides=strings)
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=f"mixbench_{command}"):
+                return compose(config_name=command, overrides=strings)
+        except HydraException as error:
+            # The command line prints the same hints after Hydra's message.
+            hints = [*misspelt_keys(command, strings), *method_without_config(strings), *experiment_folder_hint(strings)]
+            raise ConfigError(" ".join([str(error).strip(), *hints])) from error
 
 
 def _call(command: str, overrides: Overrides, settings: dict[str, Any]):

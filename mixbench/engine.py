@@ -36,6 +36,9 @@ SHOW_PROGRESS = True
 # The loop hands the backend at most this many steps at a time, so the progress bar moves. The
 # chunking changes no result because every step depends only on the state before it.
 PROGRESS_CHUNK = 10
+# An online run records its mixture at about this many evenly spaced steps besides its validation
+# steps, so that a mixture that moves every step can be drawn however rarely the run validates.
+TRAJECTORY_POINTS = 100
 
 
 class Setting(Protocol):
@@ -174,6 +177,8 @@ def execute_run(
             stop = min(stop, backend.step + chunk)
             hook = method.step_hook(context) if method is not None else None
             by_weights = method.by_loss_weights if method is not None else False
+            # A round may itself train (Aioli's exploration), so the trained steps start here.
+            trained_from = backend.step
             result = backend.train(stop - backend.step, loop.mixture, by_loss_weights=by_weights, hook=hook)
             if result.mixtures:
                 loop.mixture = result.mixtures[-1]
@@ -181,6 +186,8 @@ def execute_run(
                 for mixture in result.mixtures:
                     loop.mixture_sum = np.array(mixture, dtype=float) if loop.mixture_sum is None else loop.mixture_sum + mixture
                 loop.mixture_steps += len(result.mixtures)
+            if method is not None:
+                _record_trajectory(loop, trained_from, backend.step, result.mixtures, backend.total_steps)
             progress.update(backend.step - before)
             if tracker is not None and result.mixtures:
                 tracker.log_step(backend.step, result.tokens, result.train_loss, result.mixtures[-1])
@@ -270,6 +277,19 @@ def _online_round(method: OnlineMethod, context: MethodContext, backend, loop: L
     return mixture
 
 
+def _record_trajectory(loop: LoopState, before: int, after: int, mixtures: list, total_steps: int) -> None:
+    """Add the mixture of every step in (before, after] that falls on the trajectory's spacing.
+
+    The spacing depends only on the step numbers, so a resumed run records the same points.
+    """
+    spacing = max(1, total_steps // TRAJECTORY_POINTS)
+    for step in range(before + 1, after + 1):
+        if step % spacing == 0:
+            # A step hook returns each step's mixture; otherwise the mixture held for the whole call.
+            mixture = mixtures[step - before - 1] if mixtures else loop.mixture
+            loop.trajectory.append({"step": step, "mixture": np.asarray(mixture, dtype=float).tolist()})
+
+
 def _record_evaluation(backend, loop: LoopState, setting: Setting, main: bool, method: MixingMethod | None = None) -> None:
     """Log a validation pass; also record the method's A estimate if it changed since the last recorded one.
 
@@ -280,7 +300,8 @@ def _record_evaluation(backend, loop: LoopState, setting: Setting, main: bool, m
     losses = backend.evaluate("val")
     seen = backend.compute.train_tokens + backend.compute.exploration_tokens
     loop.metrics.append({"step": backend.step, "split": "val", "losses": losses.tolist(), "tokens_seen": seen, "mixture": loop.mixture.tolist()})
-    loop.trajectory.append({"step": backend.step, "mixture": loop.mixture.tolist()})
+    if not loop.trajectory or loop.trajectory[-1]["step"] != backend.step:
+        loop.trajectory.append({"step": backend.step, "mixture": loop.mixture.tolist()})
     estimate = getattr(method, "A_", None)
     if estimate is not None:
         recorded = [entry["A"] for entry in loop.rounds if entry["A"] is not None]

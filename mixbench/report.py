@@ -275,8 +275,8 @@ def _a_sim_of(member: dict, final: dict | None, store: RunStore):
 def distinct_extra_runs(result: dict) -> list[dict]:
     """Return a method result's extra runs without repeats and without its final run.
 
-    A method may list one run twice (RegMix can draw one probe mixture more than once, and the
-    store then reuses the run); it was trained once, so its compute counts once.
+    A method may list one run twice: RegMix can draw one probe mixture more than once, and the
+    store then reuses the run. That run was trained once, so its compute counts once.
     """
     seen = {result.get("final_run")}
     distinct = []
@@ -344,6 +344,8 @@ class TableKind:
     latex: tuple[tuple[str, Callable[[dict], str]], ...] = field(default=())
     # Compute columns this kind of run does not measure; they are left out rather than shown as 0.
     unmeasured: tuple[str, ...] = ()
+    # What this kind's own columns mean, for the legend.
+    columns_text: str = ""
 
 
 PAIRED = ("delta_vs_stratified", "delta_ci95_low", "delta_ci95_high", "paired_seeds", "vs_stratified")
@@ -386,6 +388,8 @@ CORPUS = TableKind(
            ("$\\Delta$ vs stratified", _latex_value("delta_vs_stratified")), ("95\\% CI", _latex_interval),
            ("Bits per byte", _latex_value("avg_test_bpb")), ("Train tokens", _latex_tokens),
            ("Wall time (s)", _latex_value("wall_time_s", digits=0))),
+    columns_text=("`avg_test_ppl` is the mean over domains of test perplexity and `ppl_<domain>` each domain's; "
+                  "`avg_test_bpb` and `bpb_<domain>` are the same in test bits per byte of text."),
 )
 SIM = TableKind(
     name="sim",
@@ -398,6 +402,10 @@ SIM = TableKind(
            ("Regret", _latex_value("regret", "std_regret")), ("$a_{\\mathrm{sim}}$", _latex_value("a_sim")),
            ("Train tokens", _latex_tokens)),
     unmeasured=("total_flops", "wall_time_s"),
+    columns_text=("`regret` is the gap between the method's final true loss and that of the best static mixture for "
+                  "the run, over the same gap for stratified: 0 is the best static mixture, 1 no better than "
+                  "stratified. `a_sim` is the agreement of an online method's A estimates with the simulator's true A "
+                  "(the mean of the cosine similarity and the Spearman correlation of their column sums)."),
 )
 
 
@@ -679,6 +687,13 @@ def legend(table: Table) -> list[str]:
         "experiment.json says why) or mixed (its seeds' final runs have different lengths, so its means and token "
         "columns average over lengths; `mixbench table` names the seeds of each length).",
     ]
+    lines.append(
+        f"{table.kind.columns_text} `seeds` counts the seeds with a result, `failed` those without a complete final "
+        "run and `missing` the listed seeds without a result. `vs_stratified` is win or loss by the sign of "
+        "`delta_vs_stratified` alone; a difference is significant only when its interval excludes zero. "
+        "`total_extra_run_tokens` counts the training tokens of extra runs, `total_exploration_tokens` those of "
+        "exploration steps inside any run (Aioli's), and `total_eval_tokens` those scored by validation and test passes."
+    )
     if table.kind.unmeasured:
         left_out = " or ".join(f"`{key}`" for key in table.kind.unmeasured)
         lines.append(f"These runs record no {left_out}, so those columns are left out.")

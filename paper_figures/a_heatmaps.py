@@ -16,6 +16,8 @@ NAME = "a_heatmaps"
 MAX_ROUNDS = 6
 # Inches per panel: room for a square heatmap, its title and the rotated domain names below it.
 PANEL_WIDTH, PANEL_HEIGHT = 2.2, 3.0
+# A figure of one or two panels is widened to this, so that its title and colour bar fit.
+MIN_FIGURE_WIDTH = 4.4
 
 
 def estimated_rounds(record: dict) -> list[dict]:
@@ -60,7 +62,8 @@ def build_method(run, out_dir: Path) -> list[Path]:
     # The simulator records the true A where training resumes, so a per-step method's last estimate
     # (at the final step) has none beside it.
     with_truth = any(int(entry["step"]) in truth for entry in rounds)
-    with figure(len(rounds), 2 if with_truth else 1, width=PANEL_WIDTH, height=PANEL_HEIGHT) as (fig, axes):
+    width = max(PANEL_WIDTH, MIN_FIGURE_WIDTH / len(rounds))
+    with figure(len(rounds), 2 if with_truth else 1, width=width, height=PANEL_HEIGHT) as (fig, axes):
         titles = [f"step {entry['step']}" for entry in rounds]
         _draw_row(fig, axes[: len(rounds)], [np.asarray(entry["A"], dtype=float) for entry in rounds], titles, "estimate", domains)
         if with_truth:

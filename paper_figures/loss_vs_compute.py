@@ -1,8 +1,9 @@
-"""Figure: average test loss against total training compute, per method and seed.
+"""Figure: the table's compared value against total training compute, per method and seed.
 
 Compute is counted as the comparison table counts total_train_tokens: training and exploration
-tokens of the final run plus those of every extra run (probe, reference, proxy, single-domain).
-The test loss is the mean over domains of the final run's test losses.
+tokens of the final run plus those of every extra run (probe, reference, proxy, single-domain),
+each run once. The value is the one the table compares: the mean over domains of the final run's
+test perplexity, or on the simulator its noise-free mean loss.
 Run from the repository root: python -m paper_figures.loss_vs_compute --experiment sim
 """
 
@@ -24,8 +25,11 @@ def total_tokens(run: MethodRun) -> float:
     return total
 
 
-def average_test_loss(run: MethodRun) -> float:
-    return float(np.mean(run.final["test_losses"]))
+def compared_value(run: MethodRun) -> tuple[float, str]:
+    """Return the value the comparison table ranks this run by, and its axis label."""
+    if "true_mean_loss" in run.final:
+        return float(run.final["true_mean_loss"]), "final mean loss over domains (noise-free)"
+    return float(np.mean(run.final["test_perplexity"])), "average test perplexity over domains"
 
 
 def build(results_dir="results", experiment="sim", out_dir=None, seed=None, setting=None) -> list[Path]:
@@ -38,7 +42,7 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
         for method in methods:
             members = [run for run in runs if run.method == method]
             tokens = np.array([total_tokens(run) for run in members])
-            losses = np.array([average_test_loss(run) for run in members])
+            losses = np.array([compared_value(run)[0] for run in members])
             color, marker = styles[method]["color"], styles[method]["marker"]
             ax.scatter(tokens, losses, color=color, marker=marker, s=10, alpha=0.4, linewidths=0)
             # Hollow markers of distinct shapes: methods at the same compute and loss stay visible.
@@ -48,10 +52,10 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
         # Within a decade matplotlib labels minor ticks too; smaller labels keep them apart.
         ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_xlabel("total training tokens (final and extra runs)")
-        ax.set_ylabel("average test loss over domains")
+        ax.set_ylabel(compared_value(runs[0])[1])
         # Beside the axes, where it cannot hide points.
         fig.legend(fontsize=7, loc="outside right upper")
-        ax.set_title(f"Test loss against compute, {experiment}", fontsize=10)
+        ax.set_title(f"Final value against compute, {experiment}", fontsize=10)
         return save_figure(fig, out_dir or default_out_dir(results_dir, experiment), NAME)
 
 

@@ -6,6 +6,7 @@ averaged weights.
 Run from the repository root: python -m paper_figures.mixture_trajectories --experiment sim
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +14,26 @@ import numpy as np
 from paper_figures.common import MissingInput, default_out_dir, figure, grid_shape, load_method_runs, pick_seed, run_script, save_figure
 
 NAME = "mixture_trajectories"
+# An online run with fewer recorded mixtures than this is drawn with a warning.
+SPARSE_POINTS = 10
+
+log = logging.getLogger(__name__)
 
 
 def mixture_points(record: dict) -> tuple[np.ndarray, np.ndarray]:
     """Return (steps, mixtures) of a run: the mixture in force up to each recorded step, from step 0.
 
-    The trajectory records the mixture at each validation step. Step 0 takes the static mixture
-    of the run, or the first online round's mixture when that round starts at step 0.
+    The trajectory records the mixture at each validation step and, in online runs, at about 100
+    evenly spaced steps. Step 0 takes the static mixture of the run, or the first online round's
+    mixture when that round starts at step 0.
     """
     trajectory = record.get("trajectory") or []
     if not trajectory:
         raise MissingInput(f"run {record.get('id')} has no mixture trajectory")
+    if (record.get("spec") or {}).get("mixture") is None and len(trajectory) < SPARSE_POINTS:
+        # Runs recorded before the evenly spaced points existed hold only their validation steps.
+        log.warning("run %s recorded its mixture at only %d step(s); its panel holds each recorded mixture back to the "
+                    "previous one, so a mixture that moved in between is drawn flat.", record.get("id"), len(trajectory))
     steps = [int(entry["step"]) for entry in trajectory]
     mixtures = [entry["mixture"] for entry in trajectory]
     rounds = record.get("rounds") or []

@@ -72,6 +72,14 @@ def test_bad_calls_raise_clear_errors():
         api.compose_config("run", seed=object())
 
 
+def test_config_errors_carry_the_command_line_hints():
+    # A results folder given as experiment= is pointed to experiment.name=, a misspelt key to its neighbour.
+    with pytest.raises(ConfigError, match="use experiment.name=walks instead"):
+        api.table(experiment="walks")
+    with pytest.raises(ConfigError, match="train.step is not a setting of mixbench run; did you mean train.steps"):
+        api.compose_config("run", overrides=["train.step=40"])
+
+
 def test_import_mixbench_stays_light():
     code = "import sys, mixbench; assert 'hydra' not in sys.modules and 'torch' not in sys.modules; print(mixbench.api.__name__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -96,7 +104,8 @@ def test_sim_benchmark_and_table_match_records(tmp_path):
         assert row["regret"] == pytest.approx(sum(final["regret"] for final in finals) / 2)
         assert row["total_train_tokens"] == pytest.approx(finals[0]["compute"]["train_tokens"])
         # The simulator measures neither, so the table leaves them out instead of showing 0.
-        assert "total_flops" not in row and "wall_time_s" not in row
+        assert "total_flops" not in row
+        assert "wall_time_s" not in row
 
     # The table rebuilt from records equals what the benchmark returned and what it wrote.
     rebuilt = api.table(experiment="sim", results_dir=results)
@@ -107,7 +116,8 @@ def test_sim_benchmark_and_table_match_records(tmp_path):
     with (results / "sim" / "table.csv").open(newline="") as handle:
         reader = csv.DictReader(handle)
         written = {line["method"]: line for line in reader}
-    assert "total_flops" not in reader.fieldnames and "total_eval_tokens" in reader.fieldnames
+    assert "total_flops" not in reader.fieldnames
+    assert "total_eval_tokens" in reader.fieldnames
     for row in rebuilt:
         assert float(written[row["method"]]["final_avg_loss"]) == pytest.approx(row["final_avg_loss"])
 

@@ -55,6 +55,16 @@ def test_retrain_uses_step_averaged_proxy_mixture(switching_proxy, tmp_path):
     assert result.final["role"] == "final"
 
 
+def test_online_trajectory_records_steps_between_validations(switching_proxy, tmp_path):
+    # Validation only at the end, yet the mixture that moved at step 6 is recorded where it moved.
+    setting = SimSetting(dict(SIM, eval_every=0))
+    result = run_method({"name": "test_switching_proxy", "switch_step": 6}, setting, RunStore(tmp_path), seed=0)
+    proxy = next(run for run in result.extra if run["role"] == "proxy")
+    trajectory = proxy["trajectory"]
+    assert [entry["step"] for entry in trajectory] == list(range(1, 25))
+    assert [int(np.argmax(entry["mixture"])) for entry in trajectory] == [0] * 6 + [1] * 18
+
+
 def test_skill_it_rounds_shorter_than_validation_interval(tmp_path):
     # Rounds of 4 steps with validation every 12: later rounds start before any periodic validation.
     setting = SimSetting(dict(SIM, eval_every=12))
