@@ -3,6 +3,7 @@
 import difflib
 import importlib
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     import hydra
 
     quiet_hydra_migration_warning()
+    # SIGTERM (kill, a scheduler's stop) ends the command as Ctrl-C does: with a line on how to resume.
+    signal.signal(signal.SIGTERM, _interrupt)
     entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
     try:
         entry()
@@ -197,6 +200,16 @@ def quiet_hydra_migration_warning() -> None:
     warnings.filterwarnings("ignore", category=Hydra15MigrationWarning)
 
 
+_signal_received = signal.SIGINT
+
+
+def _interrupt(signum, frame) -> None:
+    """Turn a termination signal into KeyboardInterrupt, remembering which one it was."""
+    global _signal_received
+    _signal_received = signum
+    raise KeyboardInterrupt
+
+
 def _guarded(task):
     """Wrap a task so that mixbench's own errors print one clear line and exit with status 2."""
 
@@ -216,7 +229,7 @@ def _guarded(task):
                 "from their last checkpoint (train.checkpoint_every).",
                 file=sys.stderr,
             )
-            sys.exit(130)
+            sys.exit(128 + int(_signal_received))
 
     wrapper.__name__ = task.__name__
     return wrapper
