@@ -424,6 +424,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         method.fit(observations, context)
         mixture = validate_mixture(method.optimize(context), setting.domains, name=f"mixture chosen by {method.name}")
         final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
+        fitted = _jsonable_state(method)
     else:
         online, reference = _prepare_online(method_config, setting, store, seed, context, train, extra, main)
         spec = setting.spec(seed, method={"name": method.name, **params}, role="proxy" if method.trains_proxy else "final")
@@ -438,6 +439,8 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
             final, _ = store.get_or_run(setting.spec(seed, mixture=mixture), train, main=main)
         else:
             final = run
+        # The state the method learned during its run, as its record keeps it (also for a reused run).
+        fitted = dict(run.get("method_state") or {})
 
     return MethodResult(
         method=method.name,
@@ -445,7 +448,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         seed=seed,
         final=final,
         extra=extra,
-        fitted=_jsonable_state(method),
+        fitted=fitted,
         wall_time_s=time.perf_counter() - started,
         setting=setting_identity(setting),
         run_params=params,

@@ -244,6 +244,11 @@ def build_method(config: dict[str, Any]) -> MixingMethod:
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid settings for method {name!r}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a user's class may raise anything; the benchmark must say which
+        raise ConfigError(
+            f"method {name!r} could not be built: {cls.__module__}.{cls.__qualname__}({config}) raised "
+            f"{type(error).__name__}: {error}. Its __init__ should only store its settings under their names."
+        ) from error
 
 
 def _checked_values(name: str, cls: type, config: dict[str, Any]) -> dict[str, Any]:

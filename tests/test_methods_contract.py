@@ -119,6 +119,22 @@ def test_plugin_imported_before_builtins_is_the_one_rejected(tmp_path):
     assert "registered by methods.natural.Natural; give clash.Natural another name" in result.stdout
 
 
+def test_method_whose_init_raises_is_named():
+    @register
+    class Broken(StaticMethod):
+        name = "test_broken_init"
+
+        def __init__(self, weight: float = 0.5):
+            self.weight = weight
+            self.missing_attribute.append(weight)
+
+    try:
+        with pytest.raises(ConfigError, match=r"method 'test_broken_init' could not be built: .*Broken\(\{\}\) raised AttributeError"):
+            build_method({"name": "test_broken_init"})
+    finally:
+        unregister("test_broken_init")
+
+
 def test_user_method_registers_and_unregisters():
     @register
     class Heavy(StaticMethod):

@@ -45,6 +45,9 @@ def test_online_method_runs_and_records_estimates(name, tmp_path):
     assert set(scored["rounds"][0]) == {"step", "mixture", "A"}
     assert method_a_sim(scored) is not None
     assert np.isfinite(result.final["regret"])
+    # The result file keeps what the method learned in the run that it drove.
+    assert result.fitted == scored["method_state"]
+    assert result.fitted
 
 
 def test_doremi_reference_is_the_stratified_run(tmp_path):
