@@ -41,7 +41,23 @@ def _check_contract(result, domains):
     assert [row["step"] for row in final["metrics"]] == sorted(row["step"] for row in final["metrics"])
 
 
-def _run_twice(name, setting, tmp_path):
+def _check_fit_contract(cls, monkeypatch):
+    """Make every call of `cls.fit` check the estimator contract: it returns self, and what it learns ends in _."""
+    original = cls.fit
+
+    def fit(self, observations, context):
+        before = set(vars(self))
+        returned = original(self, observations, context)
+        assert returned is self, f"{cls.__name__}.fit returned {returned!r}, not self"
+        learned = sorted(set(vars(self)) - before)
+        assert all(key.endswith("_") for key in learned), f"{cls.__name__}.fit stored {learned}; learned state ends in _"
+        return returned
+
+    monkeypatch.setattr(cls, "fit", fit)
+
+
+def _run_twice(name, setting, tmp_path, monkeypatch):
+    _check_fit_contract(get_method_class(name), monkeypatch)
     config = method_config(name, SHORT_RUNS.get(name))
     before = build_method(config).get_params()
     first = run_method(config, setting, RunStore(tmp_path / "first"), seed=0)
@@ -55,18 +71,18 @@ def _run_twice(name, setting, tmp_path):
 
 
 @pytest.mark.parametrize("name", available_methods())
-def test_method_conforms_on_simulator(name, tmp_path):
+def test_method_conforms_on_simulator(name, tmp_path, monkeypatch):
     setting = SimSetting(dict(SIM))
-    result = _run_twice(name, setting, tmp_path)
+    result = _run_twice(name, setting, tmp_path, monkeypatch)
     _check_contract(result, setting.domains)
     assert "regret" in result.final
 
 
 @pytest.mark.parametrize("name", available_methods())
-def test_method_conforms_on_tiny_model(name, tiny_setting, tmp_path):
+def test_method_conforms_on_tiny_model(name, tiny_setting, tmp_path, monkeypatch):
     if get_method_class(name).name == "grid" and len(tiny_setting.domains) > 3:
         pytest.skip("grid supports at most 3 domains")
-    result = _run_twice(name, tiny_setting, tmp_path)
+    result = _run_twice(name, tiny_setting, tmp_path, monkeypatch)
     _check_contract(result, tiny_setting.domains)
     assert all(value > 0 for value in result.final["test_bits_per_byte"])
     # Probe and single-domain runs skip the test split: methods read their validation losses only.
@@ -75,3 +91,28 @@ def test_method_conforms_on_tiny_model(name, tiny_setting, tmp_path):
             assert run["test_losses"] is None
             assert run["spec"]["train"]["test_pass"] is False
             assert np.isfinite(run["val_losses"]).all()
+
+
+def test_fit_contract_check_catches_a_violation(tmp_path, monkeypatch):
+    from mixbench.method import OnlineMethod, register, unregister
+
+    @register
+    class Forgetful(OnlineMethod):
+        name = "test_forgetful"
+
+        @property
+        def round_steps(self):
+            return 8
+
+        def fit(self, observations, context):
+            self.losses = [observation.losses for observation in observations]
+
+        def optimize(self, context):
+            return np.full(context.m, 1.0 / context.m)
+
+    try:
+        _check_fit_contract(Forgetful, monkeypatch)
+        with pytest.raises(AssertionError, match="Forgetful.fit returned None, not self"):
+            run_method({"name": "test_forgetful"}, SimSetting(dict(SIM)), RunStore(tmp_path), seed=0)
+    finally:
+        unregister("test_forgetful")
