@@ -94,7 +94,7 @@ class RegMix(ProbingMethod):
     def probe_mixtures(self, context: MethodContext) -> np.ndarray:
         # NOTE: at low concentrations and few domains the draw repeats mixtures (a one-hot one, say).
         # A repeat has the same run spec, so the store trains it once and the regression is fitted on
-        # copies of one run; the published runs would be separate trainings. Whether to redraw is open.
+        # copies of one run. The published runs would be separate trainings. Whether to redraw is open.
         return self.sample(context, self.probes, self.rng(context))
 
     def fit(self, observations: list[Observation], context: MethodContext) -> "RegMix":

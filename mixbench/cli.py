@@ -185,8 +185,12 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if not isinstance(node, DictConfig) or leaf in node:
             continue
-        close = difflib.get_close_matches(leaf, [str(name) for name in node.keys()], n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}?" if close else f"its settings are {', '.join(map(str, node.keys()))}."
+        names = [str(name) for name in node.keys()]
+        close = difflib.get_close_matches(leaf, names, n=3, cutoff=0.6)
+        if close:
+            hint = f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}?"
+        else:
+            hint = f"its settings are {', '.join(names)}."
         lines.append(f"{key} is not a setting of mixbench {command}{context}; {hint}")
     return lines
 

@@ -30,14 +30,17 @@ def mixture_points(record: dict) -> tuple[np.ndarray, np.ndarray]:
     trajectory = record.get("trajectory") or []
     if not trajectory:
         raise MissingInput(f"run {record.get('id')} has no mixture trajectory")
-    if (record.get("spec") or {}).get("mixture") is None and len(trajectory) < SPARSE_POINTS:
-        # Runs recorded before the evenly spaced points existed hold only their validation steps.
-        log.warning("run %s recorded its mixture at only %d step(s); its panel holds each recorded mixture back to the "
-                    "previous one, so a mixture that moved in between is drawn flat.", record.get("id"), len(trajectory))
+    spec = record.get("spec") or {}
+    static = spec.get("mixture")
+    # A run shorter than SPARSE_POINTS steps records each of its steps.
+    expected = min(SPARSE_POINTS, int((spec.get("train") or {}).get("steps") or SPARSE_POINTS))
+    if static is None and len(trajectory) < expected:
+        # Runs recorded before the evenly spaced points existed contain only their validation steps.
+        log.warning("run %s recorded its mixture at only %d step(s). Its panel draws each recorded mixture from the "
+                    "previous recorded step on, so a mixture that changed in between is drawn flat.", record.get("id"), len(trajectory))
     steps = [int(entry["step"]) for entry in trajectory]
     mixtures = [entry["mixture"] for entry in trajectory]
     rounds = record.get("rounds") or []
-    static = (record.get("spec") or {}).get("mixture")
     if static is not None:
         initial = static
     elif rounds and int(rounds[0]["step"]) == 0:

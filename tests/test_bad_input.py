@@ -141,4 +141,5 @@ def test_prepare_warns_about_splits_shorter_than_a_window(workspace):
     assert result.returncode == 0, result.stderr[-2000:]
     warning = [line for line in result.stderr.splitlines() if "fewer tokens than one window of model.context=128" in line]
     assert len(warning) == 1
-    assert "small train" in warning[0] and "big " not in warning[0]
+    assert "small train" in warning[0]
+    assert "big " not in warning[0]

@@ -195,8 +195,8 @@ def test_two_held_out_runs_leave_spearman_blank(caplog):
     assert three["spearman"] == pytest.approx(-0.5)
 
     mixtures = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
-    fit, held = split_rows(mixtures, 0.34, seed=0)
-    assert (len(fit), len(held)) == (4, 2)
+    fit, held_out = split_rows(mixtures, 0.34, seed=0)
+    assert (len(fit), len(held_out)) == (4, 2)
     assert "only 2 of 6 runs are held out" in caplog.text
     caplog.clear()
     split_rows(np.random.default_rng(0).dirichlet(np.ones(3), size=9), 0.34, seed=0)

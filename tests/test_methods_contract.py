@@ -124,9 +124,9 @@ def test_method_whose_init_raises_is_named():
     class Broken(StaticMethod):
         name = "test_broken_init"
 
-        def __init__(self, weight: float = 0.5):
-            self.weight = weight
-            self.missing_attribute.append(weight)
+        def __init__(self):
+            # Computes in __init__, against the contract, and fails while doing so.
+            self.missing_attribute.append(1)
 
     try:
         with pytest.raises(ConfigError, match=r"method 'test_broken_init' could not be built: .*Broken\(\{\}\) raised AttributeError"):
