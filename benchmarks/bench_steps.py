@@ -4,8 +4,8 @@
 
 Builds one harness backend per contender on the first `--domains` domains of the default corpus
 with the default tiny model. Each backend has the method's own step hook attached: DoReMi's
-reference losses, DoGE's per-domain and target gradients (also with `target=train`, which takes no
-target pass), or ODM's bandit. Each contender trains `--steps` timed steps per repeat, in rotating
+reference losses, DoGE's per-domain and target gradients (also with `target=train`, which has no
+target batch), or ODM's bandit. Each contender trains `--steps` timed steps per repeat, in rotating
 order, `--repeats` times. Each figure is the median over repeats of the ratio of a contender's
 training time per step to the plain (stratified) step timed in the same repeat. Evaluation is not part of a step. Aioli and Skill-It take plain steps between their
 rounds, so their per-token cost is the plain step's plus their rounds' exploration passes, which
@@ -21,7 +21,7 @@ import time
 
 CONTENDERS = ("stratified", "doremi", "doge", "doge_train_target", "odm")
 # Contenders that are a method with changed settings: DoGE aligned with the other domains'
-# training gradients (the published code's setting when every domain is a target), no target pass.
+# training gradients (the published code's setting when every domain is a target), no target batch.
 VARIANTS = {"doge_train_target": ("doge", {"target": "train"})}
 
 

@@ -1,12 +1,14 @@
 """DoGE (Fan et al. 2024): domain weights from the alignment of domain gradients with a target.
 
-Each step of the proxy run takes one backward pass per domain sub-batch of a uniform batch and
+Each step of the proxy run takes the gradient of every domain sub-batch of a uniform batch and
 scores domain j by s_j = lr_t * <g_j, g_target>, where g_target is the gradient on the target:
 a mixed validation batch by default, or the validation windows of named domains. With
 `target: train` (the published code's setting when every domain is a target) there is no target
-pass, and s_j = lr_t * sum over i != j of <g_j, g_i> on the training batch itself. Then
-p = softmax(log p + s / mu), and the model steps with sum_j p_j g_j. The final model is retrained on the average of p over the proxy run. Its
-implicit transfer matrix is the Gram matrix of the domain gradients, which is symmetric.
+batch, and s_j = lr_t * sum over i != j of <g_j, g_i> on the training batch itself. Then
+p = softmax(log p + s / mu), and the model steps with sum_j p_j g_j. The final model is retrained
+on the average of p over the proxy run. Its implicit transfer matrix is the Gram matrix of the
+domain gradients, which is symmetric. The harness takes all of these gradients from one forward
+and backward pass over the batch and the target rows together.
 """
 
 import numpy as np

@@ -19,7 +19,7 @@ KNOWN_REQUIREMENTS = frozenset({REFERENCE_LOSS, DOMAIN_GRADIENTS})
 
 # With DOMAIN_GRADIENTS, a hook's optional `gradient_target` attribute names the target that the
 # domain gradients are aligned with. None: validation windows of every domain, in equal shares. A
-# tuple of domain names: validation windows of those domains. TRAIN_TARGET: no target pass, so
+# tuple of domain names: validation windows of those domains. TRAIN_TARGET: no target batch, so
 # `target_alignment` stays None and the hook uses the Gram matrix of the training gradients.
 TRAIN_TARGET = "train"
 

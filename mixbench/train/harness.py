@@ -13,12 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, TRAIN_TARGET, check_gradient_target
+from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, check_gradient_target
 from mixbench.backend import Compute, StepHook, StepStats, TrainResult
 from mixbench.errors import ConfigError, RunFailedError
 from mixbench.simplex import validate_mixture
 from mixbench.train import signals
 from mixbench.train.accelerator import get_accelerator
+from mixbench.train.group_gradients import GroupGradients
 from mixbench.train.model import build_model, count_parameters, flops_per_token
 from mixbench.train.sampler import MixtureSampler, evaluation_windows
 
@@ -83,6 +84,9 @@ class HarnessBackend:
             optimizer, lambda step: warmup_cosine(step, warmup, self.total_steps, min_ratio)
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        # Methods that request domain gradients get them from one pass through the unwrapped model.
+        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        self.group_gradients = GroupGradients(self.accelerator.unwrap_model(self.model), trainable)
         self.last_losses = np.full(len(self.domains), np.nan)
         log.info(
             "built %s model: %.2fM non-embedding parameters, %d domains, batch %d x %d tokens",
@@ -138,7 +142,8 @@ class HarnessBackend:
             # kept until the hook has seen this step's statistics.
             gradients, excess, pending = None, None, []
             if gradients_requested:
-                gradients, sums, counts = signals.domain_gradients(self, tokens, domain_ids, global_counts)
+                gradients = signals.domain_gradients(self, tokens, domain_ids, global_counts, target_domains)
+                sums, counts = gradients.sums, gradients.counts
             else:
                 sums, counts, excess, pending = self._forward_micro_batches(
                     tokens, domain_ids, keep_graph=hook is not None, reference=REFERENCE_LOSS in requires
@@ -152,10 +157,9 @@ class HarnessBackend:
                 if excess is not None:
                     stats.excess_loss = np.where(counts > 0, excess / np.maximum(counts, 1), np.nan)
                 if gradients is not None:
-                    stats.gradient_gram = (gradients @ gradients.T).double().cpu().numpy()
-                    if target_domains != TRAIN_TARGET:
-                        target = signals.target_gradient(self, target_domains)
-                        stats.target_alignment = (gradients @ target).double().cpu().numpy()
+                    stats.gradient_gram = gradients.gram
+                    if gradients.alignment is not None:
+                        stats.target_alignment = gradients.alignment
                         target_tokens = self.target_sampler.batch_size * self.context
                         self.compute.target_tokens += target_tokens
                         self.compute.flops += self.flops_per_token * target_tokens
@@ -163,7 +167,7 @@ class HarnessBackend:
                 if updated is not None:
                     mixture = validate_mixture(updated, self.domains, name="mixture returned by the step hook")
             if gradients is not None:
-                signals.apply_combined_gradient(self, gradients, mixture)
+                signals.apply_combined_gradient(self, gradients.gradients, mixture * gradients.scale)
             elif pending:
                 self._backward_pending(pending, counts, mixture if by_loss_weights else None)
 
@@ -232,12 +236,13 @@ class HarnessBackend:
         per_process = self.batch_size // processes
         return slice(rank * per_process, (rank + 1) * per_process)
 
-    def _token_losses(self, tokens: np.ndarray) -> torch.Tensor:
-        """Return the (rows, context) per-token cross-entropy of a batch of windows."""
+    def _token_losses(self, tokens: np.ndarray, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Return the (rows, context) per-token cross-entropy of a batch of windows under `model`
+        (by default the prepared training model)."""
         batch = torch.from_numpy(tokens).to(self.accelerator.device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with self.accelerator.autocast():
-            logits = self.model(input_ids=inputs).logits
+            logits = (self.model if model is None else model)(input_ids=inputs).logits
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view(
             targets.shape
         )
