@@ -168,3 +168,11 @@ def test_bf16_one_pass_close_to_fallback(small_corpus):
     # bf16 products round differently when the rows are split another way, so only closeness is checked.
     np.testing.assert_allclose(fast_stats[0].gradient_gram, slow_stats[0].gradient_gram, rtol=0.05, atol=1e-8)
     np.testing.assert_allclose(fast_stats[0].target_alignment, slow_stats[0].target_alignment, rtol=0.05, atol=1e-8)
+
+
+def test_accumulation_uses_separate_passes(small_corpus, caplog):
+    with caplog.at_level("INFO", logger="mixbench.train.signals"):
+        stats, _, _ = doge_steps(small_corpus, False, None, grad_accumulation=2)
+    assert "train.grad_accumulation=2" in caplog.text
+    reference, _, _ = doge_steps(small_corpus, True, None)
+    np.testing.assert_allclose(stats[0].gradient_gram, reference[0].gradient_gram, rtol=1e-4, atol=1e-9)

@@ -93,12 +93,14 @@ def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global
     domain, so the all-reduced sum is the gradient of the domain's mean over the global batch. The
     target is the mean loss of a validation batch with one window per training domain, drawn from
     `target_domains` only when given. One pass over the domain rows and the target rows together
-    gives every gradient and the losses. A model with a layer that per-group gradients do not
-    support takes one pass per domain and one for the target instead.
+    gives every gradient and the losses. With gradient accumulation, or a model with a layer that
+    per-group gradients do not support, each domain and the target take a pass of their own.
     """
     m = len(backend.domains)
     target_tokens = None if target_domains == TRAIN_TARGET else _draw_target(backend, target_domains)
-    if backend.group_gradients.supported:
+    # The one pass keeps the activations of every row at once. With gradient accumulation, which
+    # is set to bound that memory, each domain and the target take a pass of their own instead.
+    if backend.group_gradients.supported and backend.accumulation == 1:
         rows, sums, counts = _one_pass(backend, tokens, domain_ids, global_counts, target_tokens)
     else:
         _log_fallback(backend)
@@ -197,12 +199,15 @@ def _separate_passes(backend, tokens, domain_ids, global_counts, target_tokens):
 
 
 def _log_fallback(backend) -> None:
-    if not getattr(backend, "_fallback_logged", False):
-        backend._fallback_logged = True
-        log.info(
-            "domain gradients take one pass per domain: per-group gradients do not support %s",
-            backend.group_gradients.unsupported,
-        )
+    """Log once per backend why the domain gradients take separate passes."""
+    if getattr(backend, "_fallback_logged", False):
+        return
+    backend._fallback_logged = True
+    if backend.group_gradients.supported:
+        reason = f"train.grad_accumulation={backend.accumulation} bounds the rows in one pass"
+    else:
+        reason = f"per-group gradients do not support {backend.group_gradients.unsupported}"
+    log.info("domain gradients take one pass per domain and one for the target: %s", reason)
 
 
 def apply_combined_gradient(backend, gradients: torch.Tensor, weights: np.ndarray) -> None:
