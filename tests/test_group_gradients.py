@@ -176,3 +176,20 @@ def test_accumulation_uses_separate_passes(small_corpus, caplog):
     assert "train.grad_accumulation=2" in caplog.text
     reference, _, _ = doge_steps(small_corpus, True, None)
     np.testing.assert_allclose(stats[0].gradient_gram, reference[0].gradient_gram, rtol=1e-4, atol=1e-9)
+
+
+def test_padding_embedding_is_unsupported():
+    model = small_model("llama")
+    model.model.embed_tokens.padding_idx = 0
+    grouped = GroupGradients(model, list(model.parameters()))
+    assert not grouped.supported
+    assert "embed_tokens" in grouped.unsupported
+
+
+def test_matrix_reused_across_calls():
+    model = small_model("gpt2")
+    grouped = GroupGradients(model, list(model.parameters()))
+    first = grouped.matrix(4, "cpu")
+    second = grouped.matrix(3, torch.device("cpu"))
+    assert second.data_ptr() == first.data_ptr()
+    assert second.shape == (3, grouped.size)

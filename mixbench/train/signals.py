@@ -123,7 +123,7 @@ def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global
 
 
 def _gram(rows: torch.Tensor) -> np.ndarray:
-    """Return the rows' inner products as float64."""
+    """Return the rows' inner products, computed in float32, as a float64 array."""
     if rows.device.type == "cpu":
         # NumPy's product of a matrix with its own transpose took 0.6 of torch's time on a CPU.
         array = rows.numpy()
