@@ -222,3 +222,10 @@ def test_llama_family_trains(small_corpus):
     after = backend.evaluate("val")
     assert type(backend.model).__name__ == "LlamaForCausalLM"
     assert np.all(after < before)
+
+
+def test_reference_and_gradients_together_rejected(small_corpus):
+    backend = make_backend(small_corpus)
+    with pytest.raises(ConfigError, match="both reference_loss and domain_gradients"):
+        backend.train(1, np.full(3, 1 / 3), hook=RecordingHook({"reference_loss", "domain_gradients"}))
+    assert backend.step == 0

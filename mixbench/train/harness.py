@@ -216,6 +216,11 @@ class HarnessBackend:
                 f"a step hook requires {', '.join(sorted(unknown))}, which the harness does not provide; "
                 f"known: {', '.join(sorted(KNOWN_REQUIREMENTS))}."
             )
+        if {REFERENCE_LOSS, DOMAIN_GRADIENTS} <= requires:
+            raise ConfigError(
+                f"a step hook requires both {REFERENCE_LOSS} and {DOMAIN_GRADIENTS}, which the harness does not "
+                f"compute in the same step; request one of them."
+            )
         if REFERENCE_LOSS in requires and self.reference_model is None:
             raise ConfigError("a step hook requires reference losses but no reference model is set; train a reference run first.")
         return requires
