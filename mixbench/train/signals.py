@@ -106,7 +106,7 @@ def domain_gradients(backend, tokens: np.ndarray, domain_ids: np.ndarray, global
         _log_fallback(backend)
         rows, sums, counts = _separate_passes(backend, tokens, domain_ids, global_counts, target_tokens)
     if backend.accelerator.num_processes > 1:
-        # (A single process skips the reduce, which would copy the whole matrix.)
+        # A single process skips the reduce, which would copy the whole matrix.
         rows = backend.accelerator.reduce(rows, reduction="sum")
         sums = backend.accelerator.reduce(sums, reduction="sum")
         counts = backend.accelerator.reduce(counts, reduction="sum")
@@ -179,7 +179,7 @@ def _separate_passes(backend, tokens, domain_ids, global_counts, target_tokens):
     parameters = _parameters(backend)
     m = len(backend.domains)
     device = backend.accelerator.device
-    gradients = torch.zeros(m + (target_tokens is not None), backend.group_gradients.size, device=device)
+    gradients = backend.group_gradients.matrix(m + (target_tokens is not None), device).zero_()
     sums = torch.zeros(m, dtype=torch.float64, device=device)
     counts = torch.zeros(m, dtype=torch.float64, device=device)
     for domain in range(m):
