@@ -1,9 +1,9 @@
 """Per-group gradients of one model from a single forward and backward pass.
 
 The rows of a batch are independent windows, so the gradient of a group of rows depends on those
-rows only, and every layer's weight gradient splits into one piece per group: X_g^T G_g for a
-linear layer, where X_g contains the layer's inputs at the group's tokens and G_g the gradients at
-its outputs. During one pass over all rows, hooks keep each layer's input and, when the backward
+rows only. Every layer's weight gradient therefore splits into one piece per group: X_g^T G_g for
+a linear layer, where X_g contains the layer's inputs at the group's tokens and G_g the gradients
+at its outputs. During one pass over all rows, hooks keep each layer's input and, when the backward
 pass reaches the layer's output, write every group's piece into that group's row of an
 (groups, P) matrix. The parameters' own gradients are switched off for the pass, so the weight
 gradients are computed once, split by group, instead of once per group in many small passes.
@@ -92,8 +92,8 @@ class GroupGradients:
 
     @contextlib.contextmanager
     def capture(self, bounds: list[int], out: torch.Tensor):
-        """Within the block, a forward and backward pass over all rows writes group g's gradient
-        into out[g]; group g is rows bounds[g] to bounds[g + 1] of the batch.
+        """Write each group's gradient into out[g] during a forward and backward pass over all rows
+        inside the block. Group g is rows bounds[g] to bounds[g + 1] of the batch.
         """
         capture = Capture(self, bounds, out)
         handles, switched = [], [parameter for parameter in self.parameters if parameter.requires_grad]

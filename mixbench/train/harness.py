@@ -84,7 +84,7 @@ class HarnessBackend:
             optimizer, lambda step: warmup_cosine(step, warmup, self.total_steps, min_ratio)
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        # Methods that request domain gradients get them from one pass through the unwrapped model.
+        # Domain gradients come from hooks on the unwrapped model, outside distributed gradient syncing.
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         self.group_gradients = GroupGradients(self.accelerator.unwrap_model(self.model), trainable)
         self.last_losses = np.full(len(self.domains), np.nan)
@@ -140,10 +140,10 @@ class HarnessBackend:
 
             # Forward every micro-batch, keeping per-domain loss sums; with a hook the graphs are
             # kept until the hook has seen this step's statistics.
-            gradients, excess, pending = None, None, []
+            domain_gradients, excess, pending = None, None, []
             if gradients_requested:
-                gradients = signals.domain_gradients(self, tokens, domain_ids, global_counts, target_domains)
-                sums, counts = gradients.sums, gradients.counts
+                domain_gradients = signals.domain_gradients(self, tokens, domain_ids, global_counts, target_domains)
+                sums, counts = domain_gradients.sums, domain_gradients.counts
             else:
                 sums, counts, excess, pending = self._forward_micro_batches(
                     tokens, domain_ids, keep_graph=hook is not None, reference=REFERENCE_LOSS in requires
@@ -156,18 +156,19 @@ class HarnessBackend:
                 stats = StepStats(self.step, self.lr_scale(), counts.copy(), losses.copy())
                 if excess is not None:
                     stats.excess_loss = np.where(counts > 0, excess / np.maximum(counts, 1), np.nan)
-                if gradients is not None:
-                    stats.gradient_gram = gradients.gram
-                    if gradients.alignment is not None:
-                        stats.target_alignment = gradients.alignment
+                if domain_gradients is not None:
+                    stats.gradient_gram = domain_gradients.gram
+                    if domain_gradients.alignment is not None:
+                        stats.target_alignment = domain_gradients.alignment
                         target_tokens = self.target_sampler.batch_size * self.context
                         self.compute.target_tokens += target_tokens
                         self.compute.flops += self.flops_per_token * target_tokens
                 updated = hook.update(stats, mixture)
                 if updated is not None:
                     mixture = validate_mixture(updated, self.domains, name="mixture returned by the step hook")
-            if gradients is not None:
-                signals.apply_combined_gradient(self, gradients.gradients, mixture * gradients.scale)
+            if domain_gradients is not None:
+                # Domain j's clipped gradient is scale_j * g_j, so scaling its weight clips it.
+                signals.apply_combined_gradient(self, domain_gradients.gradients, mixture * domain_gradients.scale)
             elif pending:
                 self._backward_pending(pending, counts, mixture if by_loss_weights else None)
 

@@ -3,8 +3,9 @@
 - Reference losses: a frozen reference model (eval mode, no gradients) scores the same batch, and
   each domain's excess loss is the mean over its tokens of max(l_proxy - l_ref, 0).
 - Domain gradients: each domain sub-batch's gradient as a flat fp32 vector on the device, clipped
-  on its own, plus the gradient of a mixed validation batch as the target, all from one forward
-  and backward pass (see `group_gradients`). The optimizer then steps with sum_j p_j g_j.
+  on its own, plus the gradient of a mixed validation batch as the target. All of them come from
+  one forward and backward pass where the model allows it (see `group_gradients`), else from one
+  pass each. The optimizer then steps with sum_j p_j g_j.
 """
 
 import dataclasses
@@ -154,10 +155,9 @@ def _one_pass(backend, tokens, domain_ids, global_counts, target_tokens):
     scales = [1.0 / np.maximum(global_counts[domain_ids[order]], 1)]
     bounds = [0, *np.cumsum(rows_per_domain).tolist()]
     if target_tokens is not None:
-        processes, rank = backend.accelerator.num_processes, backend.accelerator.process_index
-        local = target_tokens[rank::processes]
+        local, scale = _local_target(backend, target_tokens)
         blocks.append(local)
-        scales.append(np.full(len(local), 1.0 / (target_tokens.shape[0] * context)))
+        scales.append(np.full(len(local), scale))
         bounds.append(bounds[-1] + len(local))
 
     gradients = backend.group_gradients.matrix(len(bounds) - 1, device)
@@ -191,11 +191,16 @@ def _separate_passes(backend, tokens, domain_ids, global_counts, target_tokens):
         counts[domain] = float(rows.sum() * backend.context)
         _flat_gradient(total / float(global_counts[domain]), parameters, out=gradients[domain])
     if target_tokens is not None:
-        processes, rank = backend.accelerator.num_processes, backend.accelerator.process_index
-        local = target_tokens[rank::processes]
-        loss = backend._token_losses(local).sum() / float(target_tokens.shape[0] * backend.context)
-        _flat_gradient(loss, parameters, out=gradients[m])
+        local, scale = _local_target(backend, target_tokens)
+        _flat_gradient(backend._token_losses(local).sum() * scale, parameters, out=gradients[m])
     return gradients, sums, counts
+
+
+def _local_target(backend, target_tokens: np.ndarray) -> tuple[np.ndarray, float]:
+    """Return this process's target rows and the factor that turns their summed loss into its
+    share of the global target batch's mean loss."""
+    processes, rank = backend.accelerator.num_processes, backend.accelerator.process_index
+    return target_tokens[rank::processes], 1.0 / (target_tokens.shape[0] * backend.context)
 
 
 def _log_fallback(backend) -> None:
