@@ -13,6 +13,7 @@ As in scikit-learn, `__init__` only stores hyperparameters under their config na
 """
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -254,12 +255,17 @@ def build_method(config: dict[str, Any]) -> MixingMethod:
 def _checked_values(name: str, cls: type, config: dict[str, Any]) -> dict[str, Any]:
     """Return `config` with whole numbers made floats where the default is a float (`eta=1` is 1.0).
 
-    Raise ConfigError for a setting whose default is a number or a flag and whose value is not one:
-    `method.eta=abc` would otherwise fail later in a comparison, with a message that names neither.
+    Raise ConfigError for nan or inf, and for a setting whose default is a number or a flag and
+    whose value is not one: `method.eta=abc` would otherwise fail later in a comparison, with a
+    message that names neither.
     """
     defaults = {key: parameter.default for key, parameter in inspect.signature(cls.__init__).parameters.items()}
     checked = dict(config)
     for key, value in config.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            # No setting means anything by nan or inf, whatever its default; a method that checks
+            # only a range would let nan through, since every comparison with nan is false.
+            raise ConfigError(f"method {name!r} got {key}={value!r}; give a finite value.")
         default = defaults.get(key, inspect.Parameter.empty)
         if value is None or default is None or default is inspect.Parameter.empty:
             continue

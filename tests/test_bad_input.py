@@ -90,6 +90,8 @@ CASES = {
     "skills-graph": (["run", "method=skill_it", "method.graph=[[1,0],[0,1]]"], "graph"),
     "skills-graph-ragged": (["run", "method=skill_it", "method.graph=[[1,0,0],[0,1],[0,0,1]]"], "rows of different lengths"),
     "method-value-type": (["run", "method=doremi", "method.eta=abc"], "got eta='abc'; expected a number (default 1.0)"),
+    "method-value-inf": (["run", "method=doremi", "method.eta=inf"], "got eta=inf; give a finite value"),
+    "method-value-nan-string-default": (["run", "method=doremi", "method.normalization=nan"], "got normalization=nan; give a finite value"),
     "setting-kind": (["run", "experiment=sim", "experiment.name=default"], "contains results of experiment.setting=corpus"),
     "plugin": (["run", "plugins=[no_such_module]"], "plugin module 'no_such_module' could not be imported"),
     "builtin-domain": (["prepare", "data=default", "data.domains=[python,wikipedia]"], "wikipedia"),

@@ -33,11 +33,17 @@ def test_resume_after_checkpoint_is_bit_identical(tiny_setting, tmp_path, monkey
     assert not (run_dir / "record.json").exists()
 
     monkeypatch.setattr(HarnessBackend, "train", original_train)
-    resumed = run_method({"name": "natural"}, tiny_setting, store, seed=0).final
+    result = run_method({"name": "natural"}, tiny_setting, store, seed=0)
+    resumed = result.final
     assert resumed["test_losses"] == reference["test_losses"]
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["compute"]["train_tokens"] == reference["compute"]["train_tokens"]
     assert np.array_equal(resumed["final_mixture"], reference["final_mixture"])
+
+    # The method's wall time is its run's, both parts counted, also when the run is reused later.
+    assert result.wall_time_s == resumed["compute"]["wall_time_s"] > 0
+    again = run_method({"name": "natural"}, tiny_setting, store, seed=0)
+    assert again.wall_time_s == resumed["compute"]["wall_time_s"]
 
 
 def test_checkpoint_left_mid_save_is_recovered(tmp_path):
