@@ -189,6 +189,11 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
         close = difflib.get_close_matches(leaf, names, n=3, cutoff=0.6)
         if close:
             hint = f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}?"
+        elif parent == "method":
+            # `name` picks the method; the rest are its hyperparameters.
+            own = [name for name in names if name != "name"]
+            method = node.get("name")
+            hint = f"method {method} takes {', '.join(own)}." if own else f"method {method} takes no settings."
         else:
             hint = f"its settings are {', '.join(names)}."
         lines.append(f"{key} is not a setting of mixbench {command}{context}; {hint}")

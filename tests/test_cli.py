@@ -44,7 +44,9 @@ def test_misspelt_setting_gets_a_suggestion(tmp_path):
     assert "mixbench: train.step is not a setting of mixbench run; did you mean train.steps?" in result.stderr
     # The keys of a method depend on the method chosen, the first of a sweep's list here.
     result = mixbench("run", "-m", "method=doremi,doge", "method.mu=0.1", cwd=tmp_path)
-    assert "method.mu is not a setting of mixbench run with method=doremi; its settings are name, eta," in result.stderr
+    assert "method.mu is not a setting of mixbench run with method=doremi; method doremi takes eta, smoothing," in result.stderr
+    result = mixbench("run", "method.eta=1.0", cwd=tmp_path)
+    assert "method.eta is not a setting of mixbench run; method stratified takes no settings." in result.stderr
     assert not (tmp_path / "results").exists()
     # experiment= picks a config file; a results folder is named with experiment.name=.
     result = mixbench("table", "experiment=walks", cwd=tmp_path)
