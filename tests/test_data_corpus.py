@@ -2,12 +2,14 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mixbench.data import SPLITS, load_corpus, prepare_corpus
+from mixbench.data.config import parse_settings
 from mixbench.errors import ConfigError, DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -335,6 +337,46 @@ def test_invalid_settings_raise(tmp_path, key, value, pattern):
         prepare_corpus(config)
 
 
+@pytest.mark.parametrize(
+    ("source", "key", "value", "fix"),
+    [
+        ("builtin", "path", "/some/folder", "Use data=folders (a folder with one sub-folder per domain) or data=hf_disk"),
+        ("builtin", "text_column", "body", "Use data=folders"),
+        ("builtin", "domain_column", "lang", "Use data=hf_disk (a dataset written by save_to_disk), or remove"),
+        ("folders", "domain_column", "lang", "Use data=hf_disk"),
+    ],
+)
+def test_setting_ignored_by_source_raises(tmp_path, source, key, value, fix):
+    cache = tmp_path / "cache"
+    config = {"source": source, "cache_dir": str(cache), key: value}
+    if source == "folders":
+        config["path"] = str(tmp_path)
+
+    with pytest.raises(ConfigError, match=re.escape(f"data.{key}={value} is set, but data.source={source} ignores it")) as error:
+        prepare_corpus(config)
+
+    assert fix in str(error.value)
+    assert f"or remove data.{key}." in str(error.value)
+    assert not cache.exists(), "the corpus was started before the settings were checked"
+
+
+def test_tokenizer_path_without_hf_kind_raises(tmp_path):
+    config = {"cache_dir": str(tmp_path / "cache"), "tokenizer": {"kind": "byte", "path": "/some/tokenizer"}}
+
+    with pytest.raises(ConfigError, match="data.tokenizer.path=/some/tokenizer is set, but data.tokenizer.kind=byte ignores it"):
+        prepare_corpus(config)
+
+
+def test_source_settings_at_defaults_are_accepted(tmp_path):
+    builtin = parse_settings({"source": "builtin", "path": "", "domain_column": "domain", "text_column": "text"})
+    folders = parse_settings({"source": "folders", "path": str(tmp_path), "domain_column": "domain", "text_column": "body"})
+    hf_disk = parse_settings({"source": "hf_disk", "path": str(tmp_path), "domain_column": "lang", "text_column": "body"})
+
+    assert builtin.path is None
+    assert folders.text_column == "body"
+    assert (hf_disk.domain_column, hf_disk.text_column) == ("lang", "body")
+
+
 def test_config_files_compose(tmp_path):
     hydra = pytest.importorskip("hydra")
     from omegaconf import OmegaConf
@@ -353,6 +395,7 @@ def test_config_files_compose(tmp_path):
     corpus = prepare_corpus(folders)
     assert corpus.domains == ("code", "numbers", "prose")
     assert isinstance(OmegaConf.to_container(default), dict)
+    assert parse_settings(default).source == "builtin"
 
 
 def test_relative_cache_dir_uses_cwd(folder_corpus, tmp_path, monkeypatch):

@@ -224,3 +224,17 @@ def test_byte_cap_takes_whole_documents(tmp_path):
     info = corpus.metadata["domains"]["capped"]
     assert info["documents"] == 10
     assert info["bytes"] == 1000
+
+
+def test_prepare_warns_about_skewed_splits(tmp_path, caplog):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "pycode", ["a" * 23_000, "b" * 15_000, "c" * 4_500, "d" * 300])
+    write_txt_domain(root, "prose", [f"sentence number {i} of the prose. " * 20 for i in range(40)])
+
+    with caplog.at_level("WARNING", logger="mixbench.data"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "domain 'pycode'" in warnings[0]
+    assert "configured 0.900/0.050/0.050" in warnings[0]

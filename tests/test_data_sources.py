@@ -9,7 +9,7 @@ import os
 import pytest
 
 from mixbench.data import DEFAULT_DOMAINS, SPLITS, load_corpus, prepare_corpus
-from mixbench.data.documents import Document, cap_documents, split_documents
+from mixbench.data.documents import Document, cap_documents, split_documents, split_skew_warning
 from mixbench.data.installed import file_docstrings
 from mixbench.data.sources import po_translations
 from mixbench.data.wikitext import iter_articles, strip_wikitext
@@ -116,6 +116,55 @@ def test_split_documents_by_bytes():
     assert sum(split_bytes.values()) == 1000
     assert split_bytes["val"] >= 50
     assert split_bytes["test"] >= 50
+
+
+def sized_documents(prefix, sizes):
+    return [Document(f"{prefix}{index}", "x" * size) for index, size in enumerate(sizes)]
+
+
+def test_split_skew_warning_names_fractions():
+    # Shaped like a domain of a few large source files: one file lands in val alone.
+    splits = {
+        "train": sized_documents("train", [1500, 30]),
+        "val": [Document("big.py", "x" * 2300)],
+        "test": sized_documents("test", [450]),
+    }
+
+    warning = split_skew_warning("pycode", splits, 0.05, 0.05)
+
+    assert warning is not None
+    assert "domain 'pycode'" in warning
+    assert "train/val/test 0.357/0.537/0.105" in warning
+    assert "configured 0.900/0.050/0.050" in warning
+    assert "'big.py', contains 0.537 of the domain's bytes" in warning
+    assert "Split large files into smaller documents" in warning
+
+
+def test_split_skew_quiet_for_many_documents():
+    documents = [Document(f"doc{i}", "x" * (100 + i)) for i in range(200)]
+
+    splits = split_documents("even", documents, 0.05, 0.05, seed=0)
+
+    assert split_skew_warning("even", splits, 0.05, 0.05) is None
+
+
+@pytest.mark.parametrize(
+    ("sizes", "fractions", "skewed"),
+    [
+        ((900, 50, 50), (0.05, 0.05), False),  # exactly as configured
+        ((850, 50, 100), (0.05, 0.05), False),  # test at double its fraction, not more
+        ((860, 30, 110), (0.05, 0.05), True),  # test above double and 0.06 over
+        ((940, 30, 30), (0.01, 0.01), False),  # 3 times the fraction, but only 0.02 over
+        ((100, 450, 450), (0.3, 0.3), True),  # train at a quarter of its 0.4, val and test 1.5 times
+        ((800, 150, 50), (0.15, 0.15), True),  # test at a third of its fraction
+    ],
+)
+def test_split_skew_warning_threshold(sizes, fractions, skewed):
+    splits = {split: [Document(split, "x" * size)] for split, size in zip(SPLITS, sizes)}
+
+    warning = split_skew_warning("demo", splits, *fractions)
+
+    assert (warning is not None) == skewed, warning
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,22 @@ _TOKENIZER_DEFAULTS: dict[str, Any] = {
     "path": None,
     "sample_bytes_per_domain": 1_000_000,
 }
+# The sources that read each source-specific setting. Any other source would ignore the setting
+# without notice (data.path with the builtin source builds the built-in corpus in place of the
+# folder), so parse_settings rejects the combination.
+SOURCE_SPECIFIC_SETTINGS = {
+    "path": ("folders", "hf_disk"),
+    "domain_column": ("hf_disk",),
+    "text_column": ("folders", "hf_disk"),
+}
+_SOURCE_INPUTS = {
+    "builtin": "the built-in corpus is read from installed packages and pinned archives",
+    "folders": "each sub-folder of data.path is one domain",
+}
+_SOURCE_CONFIGS = {
+    "folders": "data=folders (a folder with one sub-folder per domain)",
+    "hf_disk": "data=hf_disk (a dataset written by save_to_disk)",
+}
 # Domain names become shard file names, so they are limited to portable file-name characters.
 DOMAIN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")
 
@@ -105,7 +121,7 @@ def parse_settings(cfg: Any) -> DataSettings:
             "train on: keep their sum below 1 (the defaults are 0.05 each)."
         )
 
-    return DataSettings(
+    settings = DataSettings(
         name=str(values["name"]),
         source=source,
         domains=_parse_domains(values["domains"], source),
@@ -119,6 +135,22 @@ def parse_settings(cfg: Any) -> DataSettings:
         tokenizer=_parse_tokenizer(values["tokenizer"]),
         cache_dir=_resolve_dir(values["cache_dir"]),
     )
+    # Checked after every value is parsed, so that an invalid value is reported first.
+    _check_source_specific_settings(values, source)
+    return settings
+
+
+def _check_source_specific_settings(values: dict[str, Any], source: str) -> None:
+    """Raise ConfigError if a setting that `source` does not read differs from its default."""
+    for key, readers in SOURCE_SPECIFIC_SETTINGS.items():
+        value = values[key]
+        if source in readers or value is None or str(value) in ("", str(_DEFAULTS[key])):
+            continue
+        choices = " or ".join(_SOURCE_CONFIGS[reader] for reader in readers)
+        raise ConfigError(
+            f"data.{key}={value} is set, but data.source={source} ignores it because "
+            f"{_SOURCE_INPUTS[source]}. Use {choices}, or remove data.{key}."
+        )
 
 
 def _parse_domains(domains: Any, source: str) -> tuple[str, ...] | None:
@@ -212,6 +244,12 @@ def _parse_tokenizer(raw: Any) -> TokenizerSettings:
         raise ConfigError(f"tokenizer.sample_bytes_per_domain={sample} must be positive.")
 
     path = values["path"]
+    if kind != "hf" and path is not None and str(path) != "":
+        raise ConfigError(
+            f"data.tokenizer.path={path} is set, but data.tokenizer.kind={kind} ignores it, so the "
+            f"{kind} tokenizer would be used in place of the one saved there. Add "
+            "data.tokenizer.kind=hf, or remove data.tokenizer.path."
+        )
     if kind == "hf" and (path is None or str(path) == ""):
         raise ConfigError(
             "tokenizer.kind=hf needs tokenizer.path, a local directory saved with "

@@ -19,6 +19,13 @@ SPLIT_METHOD = "sha256-rank-bytes-v1"
 
 # Salt of the hash that orders documents before the byte cap takes whole documents in turn.
 _CAP_SALT = "mixbench-cap"
+# A split may overshoot its fraction by one document, so small deviations are normal. A split
+# whose share of the domain's bytes is off by more than this factor, either way, leaves train
+# with much less text than configured or makes val or test rest on a few documents.
+SPLIT_SKEW_FACTOR = 2.0
+# Deviations below this share of the domain's bytes are ignored, so that a small fraction such as
+# 0.01 does not warn when one ordinary document takes 0.03 of the domain.
+SPLIT_SKEW_MIN_DIFFERENCE = 0.05
 
 
 class Document(NamedTuple):
@@ -135,3 +142,47 @@ def split_documents(
     for index, document in enumerate(documents):
         splits[assignment[index]].append(document)
     return splits
+
+
+def split_skew_warning(
+    domain: str, splits: dict[str, list[Document]], val_fraction: float, test_fraction: float
+) -> str | None:
+    """Return a warning if a split's share of the domain's bytes is far from its fraction.
+
+    Returns None when every split is within SPLIT_SKEW_FACTOR of its configured fraction or
+    differs from it by at most SPLIT_SKEW_MIN_DIFFERENCE.
+    """
+    configured = {
+        "train": 1 - val_fraction - test_fraction,
+        "val": val_fraction,
+        "test": test_fraction,
+    }
+    sizes = {split: [len(d.text.encode("utf-8")) for d in splits[split]] for split in SPLITS}
+    total = sum(sum(split_sizes) for split_sizes in sizes.values())
+    if total == 0:
+        return None
+    actual = {split: sum(sizes[split]) / total for split in SPLITS}
+    if not any(_is_skewed(actual[split], configured[split]) for split in SPLITS):
+        return None
+
+    documents = [document for split in SPLITS for document in splits[split]]
+    largest = max(documents, key=lambda document: len(document.text.encode("utf-8")))
+    largest_share = len(largest.text.encode("utf-8")) / total
+    return (
+        f"domain {domain!r}: the split of its {len(documents)} documents gave train/val/test "
+        f"{_format_shares(actual)} of its bytes, far from the configured "
+        f"{_format_shares(configured)}. Its largest document, {largest.id!r}, contains "
+        f"{largest_share:.3f} of the domain's bytes, "
+        "and each document goes whole into one split. Split large files into smaller documents, "
+        f"or add documents to {domain!r}."
+    )
+
+
+def _is_skewed(actual: float, configured: float) -> bool:
+    if abs(actual - configured) <= SPLIT_SKEW_MIN_DIFFERENCE:
+        return False
+    return actual > configured * SPLIT_SKEW_FACTOR or actual < configured / SPLIT_SKEW_FACTOR
+
+
+def _format_shares(shares: dict[str, float]) -> str:
+    return "/".join(f"{shares[split]:.3f}" for split in SPLITS)

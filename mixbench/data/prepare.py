@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 import mixbench
 from mixbench.data.config import DataSettings, parse_settings
 from mixbench.data.corpus import FORMAT_VERSION, METADATA_FILE, Corpus, load_corpus
-from mixbench.data.documents import SPLIT_METHOD, SPLITS, Document, split_documents
+from mixbench.data.documents import (
+    SPLIT_METHOD,
+    SPLITS,
+    Document,
+    split_documents,
+    split_skew_warning,
+)
 from mixbench.data.folders import load_folder_domains, load_hf_disk_domains
 from mixbench.data.shards import write_shard
 from mixbench.data.textcache import atomic_write_bytes, load_builtin_domain
@@ -55,6 +61,7 @@ def prepare_corpus(cfg: Any) -> Corpus:
         )
         for domain, (documents, _) in loaded.items()
     }
+    _warn_skewed_splits(settings, splits)
     tokenizer = _resolve_tokenizer(settings, loaded, splits)
     fingerprint = corpus_fingerprint(settings, loaded, tokenizer.id)
 
@@ -102,6 +109,16 @@ def _split_settings(settings: DataSettings) -> dict[str, Any]:
         "split_seed": settings.split_seed,
         "method": SPLIT_METHOD,
     }
+
+
+def _warn_skewed_splits(settings: DataSettings, splits: dict) -> None:
+    """Log one warning per domain whose split sizes are far from the configured fractions."""
+    for domain, domain_splits in splits.items():
+        warning = split_skew_warning(
+            domain, domain_splits, settings.val_fraction, settings.test_fraction
+        )
+        if warning is not None:
+            logger.warning("%s", warning)
 
 
 def _load_domains(settings: DataSettings) -> dict[str, tuple[list[Document], dict]]:
