@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.style
+import numpy as np
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, FixedLocator, Formatter, MaxNLocator, NullFormatter, ScalarFormatter
 
 log = logging.getLogger("mixbench.figures")
 
@@ -178,6 +181,51 @@ def figure(columns: int, rows: int, width: float = 3.4, height: float = 2.6, **s
         FigureCanvasAgg(fig)
         axes = fig.subplots(rows, columns, squeeze=False, **subplot_options)
         yield fig, list(axes.flat)
+
+
+# A log axis gets at least this many labelled ticks within its data range (see label_log_axis).
+MIN_LABELLED_TICKS = 3
+
+
+def label_log_axis(axis: Axis) -> None:
+    """Label at least MIN_LABELLED_TICKS ticks of a log axis within the range of the data plotted so far.
+
+    Matplotlib labels the powers of ten, and on an axis spanning less than a decade some minor
+    ticks too (LogFormatter's minor_thresholds). So data spanning less than two decades may get
+    one or two labels and none near a cluster of points. Such data get ticks at 1, 2 and 5 times
+    the powers of ten, or evenly spaced ticks when that is still too few, labelled as plain
+    numbers with an SI suffix (150k, 2M). Call it after plotting.
+    """
+    data = axis.axes.dataLim
+    low, high = (data.minposx, data.xmax) if axis.axis_name == "x" else (data.minposy, data.ymax)
+    # With no positive value, or one value only, there is no range to put ticks in.
+    if not (np.isfinite(low) and low < high):
+        return
+    powers = 10.0 ** np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
+    candidates = (
+        powers,
+        np.outer(powers, (1.0, 2.0, 5.0)).ravel(),
+        MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10], min_n_ticks=MIN_LABELLED_TICKS).tick_values(low, high),
+    )
+    for number, candidate in enumerate(candidates):
+        # The relative margin keeps a tick computed as 99999.99999 for data starting at 1e5.
+        ticks = [tick for tick in candidate if low * (1 - 1e-9) <= tick <= high * (1 + 1e-9)]
+        if len(ticks) >= MIN_LABELLED_TICKS:
+            break
+    if number == 0:
+        return  # matplotlib's own labels at the powers of ten suffice
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(_plain_formatter(ticks))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _plain_formatter(ticks: list[float]) -> Formatter:
+    """Return a formatter that writes each tick as a number with an SI suffix, or with an offset when those repeat."""
+    formatter = EngFormatter(sep="")
+    # EngFormatter keeps 6 significant digits, too few for ticks less than about 1e-5 of their value apart.
+    if len({formatter.format_eng(tick) for tick in ticks}) < len(ticks):
+        return ScalarFormatter(useOffset=True)
+    return formatter
 
 
 def grid_shape(count: int, max_columns: int = 4) -> tuple[int, int]:

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from paper_figures.common import MethodRun, default_out_dir, figure, load_method_runs, method_styles, run_script, save_figure
+from paper_figures.common import (
+    MethodRun,
+    default_out_dir,
+    figure,
+    label_log_axis,
+    load_method_runs,
+    method_styles,
+    run_script,
+    save_figure,
+)
 
 NAME = "loss_vs_compute"
 
@@ -33,30 +42,33 @@ def compared_value(run: MethodRun) -> tuple[float, str]:
 
 
 def build(results_dir="results", experiment="sim", out_dir=None, seed=None, setting=None) -> list[Path]:
-    """Draw every seed as a small point and each method's mean over seeds as a labelled marker; `seed` is unused."""
+    """Draw the figure of an experiment's method results and save it. `seed` is unused."""
     runs = load_method_runs(results_dir, experiment, setting)
+    with figure(1, 1, width=6.5, height=4.0) as (fig, axes):
+        draw(axes[0], runs, experiment)
+        return save_figure(fig, out_dir or default_out_dir(results_dir, experiment), NAME)
+
+
+def draw(ax, runs: list[MethodRun], experiment: str) -> None:
+    """Draw every seed as a small point and each method's mean over seeds as a labelled marker."""
     methods = list(dict.fromkeys(run.method for run in runs))
     styles = method_styles(methods)
-    with figure(1, 1, width=6.5, height=4.0) as (fig, axes):
-        ax = axes[0]
-        for method in methods:
-            members = [run for run in runs if run.method == method]
-            tokens = np.array([total_tokens(run) for run in members])
-            losses = np.array([compared_value(run)[0] for run in members])
-            color, marker = styles[method]["color"], styles[method]["marker"]
-            ax.scatter(tokens, losses, color=color, marker=marker, s=10, alpha=0.4, linewidths=0)
-            # Hollow markers of distinct shapes: methods at the same compute and loss stay visible.
-            ax.scatter(tokens.mean(), losses.mean(), marker=marker, s=60, facecolors="none", edgecolors=color, linewidths=1.5,
-                       label=f"{method} ({len(members)} seed{'s' if len(members) != 1 else ''})")
-        ax.set_xscale("log")
-        # Within a decade matplotlib labels minor ticks too; smaller labels keep them apart.
-        ax.tick_params(axis="x", which="minor", labelsize=6)
-        ax.set_xlabel("total training tokens (final and extra runs)")
-        ax.set_ylabel(compared_value(runs[0])[1])
-        # Beside the axes, where it cannot hide points.
-        fig.legend(fontsize=7, loc="outside right upper")
-        ax.set_title(f"Final value against compute, {experiment}", fontsize=10)
-        return save_figure(fig, out_dir or default_out_dir(results_dir, experiment), NAME)
+    for method in methods:
+        members = [run for run in runs if run.method == method]
+        tokens = np.array([total_tokens(run) for run in members])
+        losses = np.array([compared_value(run)[0] for run in members])
+        color, marker = styles[method]["color"], styles[method]["marker"]
+        ax.scatter(tokens, losses, color=color, marker=marker, s=10, alpha=0.4, linewidths=0)
+        # Hollow markers of distinct shapes: methods at the same compute and loss stay visible.
+        ax.scatter(tokens.mean(), losses.mean(), marker=marker, s=60, facecolors="none", edgecolors=color, linewidths=1.5,
+                   label=f"{method} ({len(members)} seed{'s' if len(members) != 1 else ''})")
+    ax.set_xscale("log")
+    label_log_axis(ax.xaxis)
+    ax.set_xlabel("total training tokens (final and extra runs)")
+    ax.set_ylabel(compared_value(runs[0])[1])
+    # Beside the axes, where it cannot hide points.
+    ax.figure.legend(fontsize=7, loc="outside right upper")
+    ax.set_title(f"Final value against compute, {experiment}", fontsize=10)
 
 
 if __name__ == "__main__":

@@ -230,3 +230,47 @@ def test_method_styles_tell_many_methods_apart():
     assert len({styles[name]["marker"] for name in names[:11]}) == 11
     # Fixed by the sorted names, not by the order given.
     assert method_styles(list(reversed(names))) == styles
+
+
+def compute_run(method: str, seed: int, tokens: float, loss: float):
+    final = {"compute": {"train_tokens": tokens, "exploration_tokens": 0}, "true_mean_loss": loss}
+    return figure_module("common").MethodRun(method, seed, {}, final, final, ())
+
+
+def labelled_ticks(axis) -> list[tuple[float, str]]:
+    """Return the position and text of every major and minor tick label drawn on `axis`."""
+    axis.figure.canvas.draw()
+    return [(label.get_position()[0 if axis.axis_name == "x" else 1], label.get_text())
+            for label in axis.get_ticklabels(which="both") if label.get_text()]
+
+
+def test_compute_axis_labels_narrow_range():
+    # One method's seeds cluster near 1.2e5 tokens and another's spread to 3.1e5, less than half a decade.
+    runs = [compute_run("stratified", seed, tokens, 3.0) for seed, tokens in enumerate((1.18e5, 1.2e5, 1.22e5))]
+    runs += [compute_run("doremi", seed, tokens, 2.9) for seed, tokens in enumerate((2.0e5, 2.6e5, 3.1e5))]
+    with figure_module("common").figure(1, 1, width=6.5, height=4.0) as (_, axes):
+        figure_module("loss_vs_compute").draw(axes[0], runs, "sim")
+        ticks = labelled_ticks(axes[0].xaxis)
+
+    inside = [(position, text) for position, text in ticks if 1.18e5 <= position <= 3.1e5]
+    assert len(inside) >= 3, ticks
+    # On a log axis the middle of the range is the geometric mean, so this checks the cluster's half.
+    middle = np.sqrt(1.18e5 * 3.1e5)
+    assert any(position < middle for position, _ in inside), ticks
+    assert any(position > middle for position, _ in inside), ticks
+
+
+@pytest.mark.parametrize("low, high", [(1.2e5, 1.23e5), (1.2e5, 1.20001e5), (1.2e5, 9e5), (3e4, 1.5e6), (1.1e3, 9e5), (1e3, 5e7)])
+def test_log_axis_labels_inside_range(low, high):
+    common = figure_module("common")
+    values = np.geomspace(low, high, 7)
+    with common.figure(1, 1) as (_, axes):
+        axes[0].scatter(values, np.ones_like(values))
+        axes[0].set_xscale("log")
+        common.label_log_axis(axes[0].xaxis)
+        ticks = labelled_ticks(axes[0].xaxis)
+
+    inside = [(position, text) for position, text in ticks if low <= position <= high]
+    assert len(inside) >= common.MIN_LABELLED_TICKS, ticks
+    texts = [text for _, text in inside]
+    assert len(set(texts)) == len(texts), ticks

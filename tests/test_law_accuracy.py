@@ -109,6 +109,53 @@ def test_read_rows_off_simplex(tmp_path):
     np.testing.assert_allclose(table.P[2], [1 / 3, 1 / 3, 1 / 3])
 
 
+@pytest.mark.parametrize("loss_columns", [TARGETS, ("a_val", "b_val")], ids=["loss-names", "plain-names"])
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_read_swapped_files(tmp_path, loss_columns, renormalize):
+    P = np.random.default_rng(0).dirichlet(np.ones(3), 6).round(6)
+    L = 0.5 + P @ W.T
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[i, *p] for i, p in enumerate(P)])
+    losses = write_csv(tmp_path / "l.csv", ["index", *loss_columns], [[i, *row] for i, row in enumerate(L)])
+    with pytest.raises(DataError) as raised:
+        read_run_table(losses, mixtures, renormalize=renormalize)
+    message = str(raised.value)
+    assert f"mixture file {losses} looks like a loss table" in message
+    assert f"loss file {mixtures} looks like a mixture table" in message
+    assert "Swap the values of mixtures_csv and losses_csv." in message
+    assert "renormalize" not in message
+
+
+def test_read_swapped_names_settings(tmp_path):
+    P = np.random.default_rng(1).dirichlet(np.ones(3), 4).round(6)
+    mixtures, losses = write_table(tmp_path, P, 0.5 + P @ W.T)
+    with pytest.raises(DataError, match="Swap the values of test.mixtures and test.losses"):
+        read_run_table(losses, mixtures, settings=("test.mixtures", "test.losses"))
+
+
+def test_read_loss_table_as_mixtures(tmp_path):
+    # The same loss file for both paths: nothing to swap, and renormalizing losses gives no mixtures.
+    P = np.random.default_rng(2).dirichlet(np.ones(3), 4).round(6)
+    _, losses = write_table(tmp_path, P, 0.5 + P @ W.T)
+    with pytest.raises(DataError) as raised:
+        read_run_table(losses, losses)
+    message = str(raised.value)
+    assert "4 rows that do not sum to 1" in message
+    assert "looks like a loss table (column names such as 'loss/a_val')" in message
+    assert "Set mixtures_csv to a CSV file of mixture weights" in message
+    assert "renormalize" not in message
+
+
+@pytest.mark.parametrize("domains", [("glossary", "code", "web"), DOMAINS], ids=["loss-inside-word", "counts"])
+def test_read_unnormalized_weights_keep_advice(tmp_path, domains):
+    # Token counts as weights are above 1, and "glossary" contains "loss": neither makes a loss table.
+    rows = [[1, 3.0, 2.0, 1.0], [2, 1.0, 1.0, 2.0]]
+    mixtures = write_csv(tmp_path / "m.csv", ["index", *domains], rows)
+    losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 2.5, 3.1], [2, 2.7, 2.9]])
+    with pytest.raises(DataError, match=r"2 rows that do not sum to 1 .*pass renormalize=True"):
+        read_run_table(mixtures, losses)
+    np.testing.assert_allclose(read_run_table(mixtures, losses, renormalize=True).P[0], [0.5, 1 / 3, 1 / 6])
+
+
 def test_read_accepts_rounding(tmp_path):
     mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 0.333, 0.333, 0.333]])
     losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1]])

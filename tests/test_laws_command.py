@@ -187,6 +187,16 @@ def test_bad_input_exits_2(tables, tmp_path, damage, extra, message):
     assert "Traceback" not in result.stderr
 
 
+def test_swapped_test_files_are_named(tables, tmp_path):
+    train, first, _ = tables
+    result = mixbench(*table_args(train, [(first[1], first[0])]), "laws=[linear]", f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"mixture file {first[1]} looks like a loss table (column names such as 'loss_web'" in result.stderr
+    assert f"loss file {first[0]} looks like a mixture table" in result.stderr
+    assert "Swap the values of test.mixtures and test.losses." in result.stderr
+    assert "renormalize" not in result.stderr
+
+
 def test_missing_file_is_named(tables, tmp_path):
     train, _, _ = tables
     missing = tmp_path / "nowhere" / "test_mixture.csv"
@@ -200,6 +210,22 @@ def test_sweep_and_tables_conflict(tables, tmp_path):
     result = mixbench(*table_args(train), "experiment=laws_static_sim", cwd=tmp_path)
     assert result.returncode == 2
     assert "both experiment= and train.mixtures= are set" in result.stderr
+
+
+@pytest.mark.skipif(not (REGMIX / "train_mixture_1m.csv").is_file(), reason=f"RegMix run tables not found in {REGMIX}")
+def test_regmix_swapped_train_files(tmp_path):
+    mixtures, losses = REGMIX / "train_mixture_1m.csv", REGMIX / "train_pile_loss_1m.csv"
+    result = mixbench(
+        f"train.mixtures={losses}", f"train.losses={mixtures}",
+        f"test.mixtures=[{REGMIX / 'test_mixture_1m.csv'}]", f"test.losses=[{REGMIX / 'test_pile_loss_1m.csv'}]",
+        "laws=[linear]", f"out={tmp_path / 'r.csv'}", cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"mixture file {losses} looks like a loss table" in result.stderr
+    assert f"loss file {mixtures} looks like a mixture table (every row sums to 1)" in result.stderr
+    assert "Swap the values of train.mixtures and train.losses." in result.stderr
+    assert "renormalize" not in result.stderr
+    assert not (tmp_path / "r.csv").exists()
 
 
 @pytest.mark.skipif(not (REGMIX / "train_mixture_1m.csv").is_file(), reason=f"RegMix run tables not found in {REGMIX}")

@@ -113,12 +113,13 @@ def _read_tables(cfg) -> tuple[RunTable, list[RunTable]]:
             f"give one loss file per mixture file, in the same order."
         )
     renormalize = bool(cfg.get("renormalize", False))
-    table = read_run_table(mixtures, losses, name=Path(mixtures).name, renormalize=renormalize)
+    table = read_run_table(mixtures, losses, name=Path(mixtures).name, renormalize=renormalize,
+                           settings=("train.mixtures", "train.losses"))
     names = [Path(path).name for path in test_mixtures]
     # Two test sets with the same file name in different folders are named by their full paths instead.
     names = [path if names.count(name) > 1 else name for path, name in zip(test_mixtures, names)]
     tests = [
-        read_run_table(path, loss_path, name=name, renormalize=renormalize)
+        read_run_table(path, loss_path, name=name, renormalize=renormalize, settings=("test.mixtures", "test.losses"))
         for path, loss_path, name in zip(test_mixtures, test_losses, names)
     ]
     return table, tests

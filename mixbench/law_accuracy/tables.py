@@ -6,6 +6,7 @@ an `index` column and one loss column per target (evaluation set). Rows are join
 """
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from mixbench.errors import DataError
 
 INDEX_COLUMN = "index"
 ROW_SUM_TOLERANCE = 0.01
+# Loss columns are named like "loss_web", "val/loss" or RegMix's "metric/the_pile_arxiv_val_loss".
+# "loss" must not follow a letter, so that a domain such as "glossary" is not taken for a loss.
+LOSS_COLUMN = re.compile(r"(?<![a-z])loss|^metric/", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ def read_run_table(
     *,
     name: str | None = None,
     renormalize: bool = False,
+    settings: tuple[str, str] = ("mixtures_csv", "losses_csv"),
 ) -> RunTable:
     """Read a run table from a mixture CSV and a loss CSV joined on their `index` column.
 
@@ -119,11 +124,16 @@ def read_run_table(
     duplicate indices, indices present in only one file, empty, NaN or non-numeric cells,
     negative weights, or mixture rows whose sum is off 1 by more than 0.01. With
     `renormalize=True`, each mixture row is divided by its sum instead of being checked.
-    `name` defaults to the mixture file's stem.
+    Before those checks, and whatever `renormalize` is, raise DataError naming both files when
+    they look swapped. That is when the mixture rows do not sum to 1 and have loss-like column
+    names or values above 1, while every loss row sums to 1. `settings` names the arguments or
+    config keys that gave the two paths, so that messages name the ones to change. `name`
+    defaults to the mixture file's stem.
     """
     mixtures_csv, losses_csv = Path(mixtures_csv), Path(losses_csv)
     domains, mixture_rows, P = _read_csv(mixtures_csv, "mixture")
     targets, loss_rows, L = _read_csv(losses_csv, "loss")
+    _check_not_swapped(domains, P, L, (mixtures_csv, losses_csv), settings)
     only_mixtures = [index for index in mixture_rows if index not in loss_rows]
     only_losses = [index for index in loss_rows if index not in mixture_rows]
     if only_mixtures or only_losses:
@@ -135,11 +145,49 @@ def read_run_table(
         raise DataError("the mixture and loss files list different runs: " + "; ".join(parts) + ".")
     index = tuple(mixture_rows)
     L = L[[loss_rows[i] for i in index]]
-    P = _check_weights(P, index, mixtures_csv, renormalize)
+    P = _check_weights(P, index, mixtures_csv, renormalize, domains, settings[0])
     return RunTable(tuple(domains), tuple(targets), P, L, index, name or mixtures_csv.stem)
 
 
-def _check_weights(P: np.ndarray, index: tuple, path: Path, renormalize: bool) -> np.ndarray:
+def _sums_to_one(values: np.ndarray) -> np.ndarray:
+    """Return, per row, whether the row sums to 1 within ROW_SUM_TOLERANCE."""
+    return np.abs(values.sum(axis=1) - 1.0) <= ROW_SUM_TOLERANCE
+
+
+def _loss_columns(columns: list[str]) -> list[str]:
+    return [name for name in columns if LOSS_COLUMN.search(name)]
+
+
+def _loss_signs(columns: list[str], values: np.ndarray) -> list[str]:
+    """Return the signs, in column names and values, that a table read as mixtures is a loss table."""
+    signs = []
+    named = _loss_columns(columns)
+    if named:
+        signs.append(f"column names such as {named[0]!r}")
+    if values.max() > 1.0 + ROW_SUM_TOLERANCE:
+        signs.append(f"values up to {values.max():.4g}, above 1")
+    return signs
+
+
+def _check_not_swapped(domains: list[str], P: np.ndarray, L: np.ndarray, paths: tuple[Path, Path],
+                       settings: tuple[str, str]) -> None:
+    """Raise DataError when the mixture file contains losses and the loss file contains mixtures."""
+    if _sums_to_one(P).all():
+        return
+    signs = _loss_signs(domains, P)
+    # One column cannot be a mixture over several domains, and its rows summing to 1 would only mean losses of 1.
+    looks_like_mixtures = L.shape[1] > 1 and (L >= 0).all() and _sums_to_one(L).all()
+    if signs and looks_like_mixtures:
+        mixtures_csv, losses_csv = paths
+        raise DataError(
+            f"mixture file {mixtures_csv} looks like a loss table ({' and '.join(signs)}), and loss file "
+            f"{losses_csv} looks like a mixture table (every row sums to 1). Swap the values of "
+            f"{settings[0]} and {settings[1]}."
+        )
+
+
+def _check_weights(P: np.ndarray, index: tuple, path: Path, renormalize: bool, columns: list[str],
+                   setting: str) -> np.ndarray:
     negative = [index[i] for i in np.flatnonzero(np.any(P < 0, axis=1))]
     if negative:
         raise DataError(f"mixture file {path} has negative weights at indices {_describe(negative)}.")
@@ -149,11 +197,15 @@ def _check_weights(P: np.ndarray, index: tuple, path: Path, renormalize: bool) -
         if empty:
             raise DataError(f"mixture file {path} has rows with all weights 0 at indices {_describe(empty)}.")
         return P / totals[:, None]
-    off = np.flatnonzero(np.abs(totals - 1.0) > ROW_SUM_TOLERANCE)
+    off = np.flatnonzero(~_sums_to_one(P))
     if off.size:
         rows = ", ".join(f"index {index[i]!r} sums to {totals[i]:.4g}" for i in off[:10])
-        raise DataError(
-            f"mixture file {path} has {off.size} rows that do not sum to 1 within {ROW_SUM_TOLERANCE} ({rows}"
-            f"{', ...' if off.size > 10 else ''}); fix them, or pass renormalize=True to divide each row by its sum."
-        )
+        problem = (f"mixture file {path} has {off.size} rows that do not sum to 1 within {ROW_SUM_TOLERANCE} ({rows}"
+                   f"{', ...' if off.size > 10 else ''})")
+        named = _loss_columns(columns)
+        # Dividing losses by their sum gives no mixtures, so the renormalize advice would mislead here.
+        if named:
+            raise DataError(f"{problem}, and it looks like a loss table (column names such as {named[0]!r}). "
+                            f"Set {setting} to a CSV file of mixture weights, one column per domain.")
+        raise DataError(f"{problem}; fix them, or pass renormalize=True to divide each row by its sum.")
     return P
