@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:
         # Hydra exits with 1 when the config cannot be composed; a misspelt key then gets a suggestion.
         if exit.code == 1:
-            for line in [*misspelt_keys(command, overrides), *method_without_config(overrides), *experiment_folder_hint(overrides)]:
+            hints = [*misspelt_keys(command, overrides), *unknown_choices(overrides), *method_without_config(overrides),
+                     *experiment_folder_hint(overrides)]
+            for line in hints:
                 print(f"mixbench: {line}", file=sys.stderr)
         raise
     return 0
@@ -122,6 +124,24 @@ def _has_config(group: str, name: str, overrides: list[str]) -> bool:
     searched = [CONF_DIR] + [Path(entry.strip().removeprefix("file://")) for item in overrides
                              if item.startswith("hydra.searchpath=") for entry in item.split("=", 1)[1].strip("[]").split(",")]
     return any((folder / group / f"{name}.yaml").exists() for folder in searched)
+
+
+def unknown_choices(overrides: list[str]) -> list[str]:
+    """Return a line for each `group=option` (each option of a sweep) that names no config file, with the closest options."""
+    lines = []
+    for item in overrides:
+        group, _, value = item.partition("=")
+        folder = CONF_DIR / group
+        if not value or "." in group or group.startswith(("+", "~", "-", "hydra")) or not folder.is_dir():
+            continue
+        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        for name in value.split(","):
+            if _has_config(group, name, overrides):
+                continue
+            close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(f'{group}={option}' for option in close)}?" if close else ""
+            lines.append(f"{group}={name} has no config file {group}/{name}.yaml.{hint} The options are {', '.join(options)}.")
+    return lines
 
 
 def experiment_folder_hint(overrides: list[str]) -> list[str]:

@@ -183,8 +183,13 @@ def build_setting(cfg):
     if _experiment_kind(cfg.experiment) == "sim":
         from mixbench.sim.setting import SimSetting
 
-        return SimSetting(_plain(cfg.sim))
-    return _setting(cfg, prepare(cfg))
+        setting = SimSetting(_plain(cfg.sim))
+    else:
+        setting = _setting(cfg, prepare(cfg))
+    # Tables name a setting by this label, which hashes the data of its runs (for a corpus: the
+    # fingerprint, the tokenizer and the domains), so it differs from the corpus fingerprint.
+    log.info("setting %s: tables label this setting's rows with it", setting_label(setting_identity(setting)))
+    return setting
 
 
 def _experiment_kind(experiment) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mixbench.backend import TrainingBackend
-from mixbench.errors import RunFailedError
+from mixbench.errors import ConfigError, RunFailedError
 from mixbench.method import MethodContext, MixingMethod, Observation, OnlineMethod, Probe, build_method
 from mixbench.runs import RunSpec, RunStore, write_json_atomic
 from mixbench.simplex import validate_mixture
@@ -413,6 +413,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     if main:
         settings = ", ".join(f"{key}={value!r}" for key, value in params.items())
         log.info("method %s, seed %d: %s", method.name, seed, settings or "it has no settings")
+        _warn_if_few_rounds(method, context)
 
     def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
         return execute_run(spec, setting, run_dir, method=online, context=context)
@@ -451,6 +452,28 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         setting=setting_identity(setting),
         run_params=params,
     )
+
+
+def _warn_if_few_rounds(method: MixingMethod, context: MethodContext) -> None:
+    """Warn when a method that moves its mixture only between rounds gets fewer than 3 rounds in the run.
+
+    Methods with a step hook move the mixture at every step and are left alone. A round length
+    that is only known after the prerequisite runs (a null `update_steps`) is not checked here.
+    """
+    if not isinstance(method, OnlineMethod) or type(method).step_hook is not OnlineMethod.step_hook:
+        return
+    try:
+        length = int(method.round_steps)
+    except ConfigError:
+        return
+    rounds = -(-context.total_steps // length)
+    if rounds < 3:
+        log.warning(
+            "method %s changes its mixture every %d steps, so this run of %d steps has only %d round(s). "
+            "Shorter runs need shorter rounds: lower the method's round length (update_steps for aioli and "
+            "skill_it: method.update_steps=N, or experiment.method_overrides.%s.update_steps=N in a benchmark).",
+            method.name, length, context.total_steps, rounds, method.name,
+        )
 
 
 def _records_wall_time(final: dict, extra: list[dict]) -> float:

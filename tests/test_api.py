@@ -88,10 +88,15 @@ def test_import_mixbench_stays_light():
     assert mixbench.api is api
 
 
-def test_sim_benchmark_and_table_match_records(tmp_path):
+def test_sim_benchmark_and_table_match_records(tmp_path, caplog):
     results = tmp_path / "results"
-    rows = api.benchmark(experiment="sim", results_dir=results, overrides=SIM)
+    with caplog.at_level("INFO", logger="mixbench"):
+        rows = api.benchmark(experiment="sim", results_dir=results, overrides=SIM)
     assert [row["method"] for row in rows] == ["natural", "stratified"]
+    # The log names the setting by the label its rows carry in the table.
+    labels = {row["setting"] for row in rows}
+    assert len(labels) == 1
+    assert f"setting {labels.pop()}: tables label" in caplog.text
 
     # Each row is computed from the final-run records of the method's seeds.
     for row in rows:

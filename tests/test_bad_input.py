@@ -98,6 +98,7 @@ CASES = {
     "tokenizer-kind": (["prepare", "data.tokenizer.kind=wordpiece"], "wordpiece"),
     "tokenizer-folder": (["prepare", "data.tokenizer.kind=hf", "data.tokenizer.path=/no/such/tokenizer"], "/no/such/tokenizer"),
     "data-folder": (["prepare", "data.path=/no/such/folder"], "/no/such/folder"),
+    "data-path-builtin": (["prepare", "data=default"], "is set, but data.source=builtin ignores it because the built-in corpus"),
     "empty-domain": (["prepare", "data.path={root}/bad_domains"], "empty"),
     "file-type": (["prepare", "data.path={root}/odd_domains"], "report.docx"),
     "jsonl-field": (["prepare", "data.path={root}/jsonl_domains"], "text"),

@@ -48,6 +48,10 @@ def test_misspelt_setting_gets_a_suggestion(tmp_path):
     result = mixbench("run", "method.eta=1.0", cwd=tmp_path)
     assert "method.eta is not a setting of mixbench run; method stratified takes no settings." in result.stderr
     assert not (tmp_path / "results").exists()
+    # A misspelt option of a config group, also inside a sweep, gets the closest options.
+    result = mixbench("run", "-m", "method=natural,odmm", cwd=tmp_path)
+    assert "method=odmm has no config file method/odmm.yaml. Did you mean method=odm?" in result.stderr
+    assert "method=natural has no config file" not in result.stderr
     # experiment= picks a config file; a results folder is named with experiment.name=.
     result = mixbench("table", "experiment=walks", cwd=tmp_path)
     assert "use experiment.name=walks instead" in result.stderr

@@ -72,3 +72,17 @@ def test_skill_it_rounds_shorter_than_validation_interval(tmp_path):
     result = run_method(config, setting, RunStore(tmp_path), seed=0)
     assert result.final["status"] == "complete"
     assert len([entry for entry in result.final["rounds"] if entry["A"] is not None]) >= 2
+
+
+def test_few_rounds_warn(tmp_path, caplog):
+    # 24 steps in rounds of 10 give 3 rounds, rounds of 12 only 2; a per-step method is not warned.
+    setting = SimSetting(dict(SIM))
+    config = {"name": "aioli", "update_steps": 10, "lp_rounds": 1, "lp_steps": 2}
+    with caplog.at_level("WARNING", logger="mixbench.engine"):
+        run_method(config, setting, RunStore(tmp_path / "ten"), seed=0)
+        run_method({"name": "odm"}, setting, RunStore(tmp_path / "odm"), seed=0)
+    assert "round(s)" not in caplog.text
+
+    with caplog.at_level("WARNING", logger="mixbench.engine"):
+        run_method(dict(config, update_steps=12), setting, RunStore(tmp_path / "twelve"), seed=0)
+    assert "method aioli changes its mixture every 12 steps, so this run of 24 steps has only 2 round(s)" in caplog.text
