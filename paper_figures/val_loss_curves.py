@@ -8,7 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from paper_figures.common import default_out_dir, figure, grid_shape, load_method_runs, method_styles, pick_seed, run_script, save_figure
+from paper_figures.common import (
+    default_out_dir,
+    figure,
+    grid_shape,
+    load_method_runs,
+    log,
+    method_styles,
+    pick_seed,
+    run_script,
+    save_figure,
+)
 
 NAME = "val_loss_curves"
 
@@ -26,6 +36,7 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
     shown_seed, runs = pick_seed(load_method_runs(results_dir, experiment, setting), seed)
     domains = runs[0].final["domains"]
     styles = method_styles([run.method for run in runs])
+    _hint_if_single_points(runs)
     panels = [*domains, "average over domains"]
     columns, rows = grid_shape(len(panels))
     with figure(columns, rows) as (fig, axes):
@@ -47,6 +58,18 @@ def build(results_dir="results", experiment="sim", out_dir=None, seed=None, sett
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6) or 1, fontsize=8)
         fig.suptitle(f"Validation loss of the final runs, {experiment}, seed {shown_seed}")
         return save_figure(fig, out_dir or default_out_dir(results_dir, experiment), NAME)
+
+
+def _hint_if_single_points(runs) -> None:
+    """Log how to get curves when every final run was validated only at its end."""
+    if any(len(loss_curve(run.final)[0]) > 1 for run in runs):
+        return
+    train = (runs[0].final.get("spec") or {}).get("train") or {}
+    log.info(
+        "figure %s: each final run was validated once (train.eval_every=%s, train.steps=%s), so each method is "
+        "one point; rerun with train.eval_every below train.steps for curves.",
+        NAME, train.get("eval_every"), train.get("steps"),
+    )
 
 
 if __name__ == "__main__":

@@ -211,6 +211,20 @@ def test_two_settings_get_one_folder_each(tmp_path):
             "loss_vs_compute.pdf", "loss_vs_compute.png", "val_loss_curves.pdf", "val_loss_curves.png"]
 
 
+def test_single_validation_gets_a_hint(tmp_path, caplog):
+    results = tmp_path / "results"
+    api.benchmark(overrides=[*SIM, f"results_dir={results}", "experiment.methods=[stratified]"])
+    with caplog.at_level("INFO", logger="mixbench.figures"):
+        build_figures(results, "sim", names=["val_loss_curves"])
+    assert "validated once" not in caplog.text
+
+    # Validated only at the end, each method is one point; the log says how to get curves.
+    api.benchmark(overrides=[*SIM, f"results_dir={results}", "experiment.methods=[stratified]", "sim.eval_every=0"])
+    with caplog.at_level("INFO", logger="mixbench.figures"):
+        build_figures(results, "sim", names=["val_loss_curves"])
+    assert "each final run was validated once (train.eval_every=0, train.steps=200)" in caplog.text
+
+
 def test_doremi_heatmap_has_true_a_row(workdir, sim_figures):
     # DoReMi's last estimate is at the final step, where the simulator records no true A. The row of
     # true matrices is drawn anyway, with that panel marked as not recorded.
