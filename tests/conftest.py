@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ def _real_text_folders(root: Path) -> Path:
     sources = {
         "python": sorted((torch_dir / "nn" / "modules").glob("*.py"))[:12],
         "cpp": sorted((torch_dir / "include" / "ATen" / "core").glob("*.h"))[:24],
-        "legal": sorted(Path(sys.prefix).glob("lib/python3*/site-packages/*.dist-info/LICENSE*"))[:30],
+        # The licences beside torch's own install, also in a virtual environment that sees them.
+        "legal": sorted(torch_dir.parent.glob("*.dist-info/LICENSE*"))[:30],
     }
     for domain, files in sources.items():
         assert len(files) >= 6, f"too few {domain} files found to build the test corpus"
