@@ -207,7 +207,12 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
             continue
         names = [str(name) for name in node.keys()]
         close = difflib.get_close_matches(leaf, names, n=3, cutoff=0.6)
-        if close:
+        if command == "laws" and parent == "train":
+            # In `mixbench laws`, train.* names the run-table files; a corpus sweep trains with training.*.
+            sweep = (f"this sweep takes its training settings as training.{leaf}" if "training" in cfg else
+                     f"a law sweep on the corpus (experiment=laws_static, laws_dynamic or laws_param) takes them as training.{leaf}")
+            hint = f"here train.* names the run-table files ({', '.join(names)}); {sweep}."
+        elif close:
             hint = f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}?"
         elif parent == "method":
             # `name` picks the method; the rest are its hyperparameters.
@@ -253,9 +258,11 @@ def _guarded(task):
             print(f"mixbench: error: {error}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
+            # A law sweep keeps its training settings under `training`; every other command under `train`.
+            key = "training" if "training" in cfg else "train"
             print(
                 "mixbench: interrupted. Finished runs are kept; run the same command again to resume the others "
-                "from their last checkpoint (train.checkpoint_every).",
+                f"from their last checkpoint ({key}.checkpoint_every).",
                 file=sys.stderr,
             )
             sys.exit(128 + int(_signal_received))

@@ -48,6 +48,9 @@ def test_misspelt_setting_gets_a_suggestion(tmp_path):
     result = mixbench("run", "method.eta=1.0", cwd=tmp_path)
     assert "method.eta is not a setting of mixbench run; method stratified takes no settings." in result.stderr
     assert not (tmp_path / "results").exists()
+    # In a law sweep, train.* names run-table files; the sweep's own training settings are training.*.
+    result = mixbench("laws", "experiment=laws_static", "train.threads=1", cwd=tmp_path)
+    assert "this sweep takes its training settings as training.threads." in result.stderr
     # A misspelt option of a config group, also inside a sweep, gets the closest options.
     result = mixbench("run", "-m", "method=natural,odmm", cwd=tmp_path)
     assert "method=odmm has no config file method/odmm.yaml. Did you mean method=odm?" in result.stderr

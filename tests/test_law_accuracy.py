@@ -263,6 +263,9 @@ def test_write_report_columns_and_atomicity(tmp_path):
     assert len(table) == 4
     assert table[3][5] == ""
     assert [path.name for path in out.parent.iterdir()] == ["report.csv"]
+    # Readable by others like every result file, with the CSV module's own line ends.
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert out.read_bytes().startswith(b"law,target,test_set,n_train,n_test,r2,mae,spearman,rmse,in_sample_r2,status\r\n")
 
 
 def test_summary_markdown_headline():

@@ -2,8 +2,6 @@
 
 import csv
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,17 +32,13 @@ def write_report(rows: Sequence[dict[str, Any]], out_csv: str | Path) -> Path:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     extra = sorted({key for row in rows for key in row} - set(REPORT_COLUMNS) - set(TRAILING_COLUMNS))
     columns = [*REPORT_COLUMNS, *TRAILING_COLUMNS, *extra]
-    handle = tempfile.NamedTemporaryFile("w", newline="", dir=out_csv.parent, prefix=f".{out_csv.name}.", delete=False)
-    try:
-        with handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_format(row.get(column)) for column in columns])
-        os.replace(handle.name, out_csv)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format(row.get(column)) for column in columns])
+    # The shared atomic writer also makes the file readable by others, as every result file is.
+    write_text_atomic(out_csv, text.getvalue())
     return out_csv
 
 
