@@ -339,8 +339,11 @@ def _draw(generator: np.random.Generator, prior: np.ndarray, scale: np.ndarray) 
 DESIGN_KINDS = ("grid", "dirichlet", "cover")
 
 
-def design(m: int, n: int, kind: str, rng: RngLike = None) -> np.ndarray:
+def design(m: int, n: int, kind: str, rng: RngLike = None, setting: str | None = None) -> np.ndarray:
     """Return n probe mixtures over m domains as an (n, m) array.
+
+    `setting` is the config key that chose `kind` (e.g. experiment.design), named in the errors
+    when given.
 
     - "grid": a regular lattice (m <= 3). For m = 2 the points are evenly spaced; for m = 3
       the finest lattice {(i, j, k) / r} with at least n points is thinned to n points by
@@ -358,17 +361,20 @@ def design(m: int, n: int, kind: str, rng: RngLike = None) -> np.ndarray:
         raise unknown_name_error("design kind", str(kind), DESIGN_KINDS)
     generator = as_rng(rng)
     if kind == "grid":
-        return _grid_design(m, n)
+        return _grid_design(m, n, setting)
     if kind == "dirichlet":
         return generator.dirichlet(np.ones(m), size=n)
     return _cover_design(m, n, generator)
 
 
-def _grid_design(m: int, n: int) -> np.ndarray:
+def _grid_design(m: int, n: int, setting: str | None) -> np.ndarray:
     if m > 3:
+        chosen, fix = "a grid design", "a cover or dirichlet design"
+        if setting is not None:
+            chosen, fix = f"{setting}=grid", f"{setting}=cover or {setting}=dirichlet"
         raise ConfigError(
-            f"a grid design is only available for m <= 3 domains (got m={m}), because a lattice "
-            f"on more domains needs far too many runs; use kind='cover' or kind='dirichlet'."
+            f"{chosen} is only available for m <= 3 domains (got m={m}), because a lattice on more "
+            f"domains needs far too many runs; use {fix}."
         )
     if n == 1:
         return uniform(m)[None, :]

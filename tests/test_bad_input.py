@@ -111,8 +111,8 @@ CASES = {
                                 "Fix the name in experiment.method_overrides"),
     "benchmark-seeds-twice": (["benchmark", "experiment.methods=[stratified]", "experiment.seeds=[0,0]"], "lists 0 more than once"),
     "benchmark-methods-twice": (["benchmark", "experiment.methods=[stratified,stratified]"], "lists stratified more than once"),
-    "laws-list-in-sweep": (["laws", "experiment=laws_static_sim", "laws=[linear]"], "in a law sweep set experiment.laws=[...] instead"),
-    "laws-list-in-dynamic-sweep": (["laws", "experiment=laws_dynamic_sim", "laws=[linear]"], "this sweep fits its own law"),
+    "laws-list-in-sweep": (["laws", "experiment=laws_static_sim", "laws=[linear]"], "not in a law sweep; set experiment.laws=[linear] instead"),
+    "laws-list-in-dynamic-sweep": (["laws", "experiment=laws_dynamic_sim", "laws=[linear]"], "fits only the dynamic law dL = -A p and takes no law list"),
     "laws-experiment-typo": (["laws", "experiment=laws_statik_sim"], "Could not find 'experiment/laws_statik_sim'"),
     "laws-file": (["laws", "train.mixtures={root}/absent.csv", "train.losses={root}/losses.csv"], "absent.csv"),
 }

@@ -208,3 +208,10 @@ def test_corpus_through_cli(text_folders, tmp_path):
     assert all(row[key] != "" for key in ("b", "b_r2", "fitted_r2", "regret_method_step"))
     assert "a_sim_true" not in row
     assert "## Round 1 (step 7)" in result.stdout
+
+
+def test_misspelt_parent_method():
+    experiment = OmegaConf.create({"name": "x", "parent_method": "aioly", "rounds": [1], "seed": 0, "window": 5, "children": 6})
+    with pytest.raises(ConfigError, match=r"parent_method='aioly' is not a registered method. Did you mean "
+                                          r"experiment.parent_method=aioli\? The online methods.*: aioli, doge"):
+        ParamOptions.from_config(experiment)

@@ -197,7 +197,7 @@ def test_two_held_out_runs_leave_spearman_blank(caplog):
     mixtures = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
     fit, held_out = split_rows(mixtures, 0.34, seed=0)
     assert (len(fit), len(held_out)) == (4, 2)
-    assert "only 2 of 6 runs are held out" in caplog.text
+    assert "experiment.mixtures=6 holds out only 2" in caplog.text
     caplog.clear()
     split_rows(np.random.default_rng(0).dirichlet(np.ones(3), size=9), 0.34, seed=0)
     assert "held out" not in caplog.text
@@ -252,3 +252,85 @@ def test_static_corpus_through_cli(text_folders, tmp_path):
     assert all(row["status"] == "partial: spearman needs 3 or more test runs, got 2" for row in rows)
     assert all(row["r2"] != "" and row["spearman"] == "" for row in rows)
     assert "| linear | held_out | 3 | 2 |" in result.stdout
+
+
+def test_static_split_checked_before_training():
+    from mixbench.errors import ConfigError
+    from mixbench.law_accuracy.sweeps import fewest_runs
+
+    # 2 of 3 runs are always held out, so a lower fraction cannot help and is not suggested.
+    with pytest.raises(ConfigError, match=r"experiment.mixtures=3 is too few: .* leaves 1 to fit on") as error:
+        static_options(mixtures=3, held_out_fraction=0.25)
+    assert "use experiment.mixtures=4 or more." in str(error.value)
+    assert "lower experiment.held_out_fraction" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"use experiment.mixtures=6 or more, or lower experiment.held_out_fraction"):
+        static_options(mixtures=5, held_out_fraction=0.75)
+    assert [fewest_runs(0.25, fit) for fit in (2, 4, 5)] == [4, 6, 7]
+
+
+def test_branch_children_checked_against_split(tmp_path):
+    from mixbench.errors import ConfigError
+
+    # 5 children exceed the 4 domains, but 2 are held out and the fit on 3 cannot determine A.
+    with pytest.raises(ConfigError, match=r"experiment.children=5 is too few: .* leaves 3 to fit on, but the dynamic law "
+                                          r"\(4 parameters per target for 4 domains\) needs at least 4") as error:
+        branch_sweep(SimSetting(dict(SIM)), branch_options(branch_step=200, children=5), tmp_path)
+    assert "use experiment.children=6 or more." in str(error.value)
+    assert not (tmp_path / "branches").exists()
+
+
+def test_branch_split_warning_names_children(caplog):
+    from mixbench.law_accuracy.sweeps import split_rows
+
+    mixtures = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
+    split_rows(mixtures, 0.25, seed=0, minimum_fit=3, count_key="experiment.children")
+    assert "raise experiment.held_out_fraction or experiment.children." in caplog.text
+
+
+def test_static_sweep_nothing_scored_fails(tmp_path):
+    from mixbench.errors import DataError
+
+    setting = SimSetting(dict(SIM, steps=100, warmup_steps=10))
+    with pytest.raises(DataError, match=r"no law could be scored on any target \(the trees law needs at least"):
+        static_sweep(setting, RunStore(tmp_path), static_options(laws=["trees"]), tmp_path / "sweep")
+    # The report is written before the error, so the reasons stay on disk.
+    rows = read_report(tmp_path / "sweep" / "laws_static.csv")
+    assert all(row["status"].startswith("skipped: the trees law") for row in rows)
+
+
+def test_static_sweep_rejects_dynamic_law():
+    from omegaconf import OmegaConf
+
+    from mixbench.errors import ConfigError
+
+    experiment = OmegaConf.create({"name": "s", "seed": 0, "mixtures": 6, "design": "cover", "held_out_fraction": 0.34,
+                                   "laws": ["linear", "dynamic"], "cv_folds": 0, "loss_split": "val"})
+    with pytest.raises(ConfigError, match=r"experiment.laws=\[linear,dynamic\] lists 'dynamic', a dynamic law"):
+        StaticOptions.from_config(experiment)
+
+
+def test_grid_design_names_setting(tmp_path):
+    from mixbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"experiment.design=grid is only available .* use experiment.design=cover"):
+        branch_sweep(SimSetting(dict(SIM)), branch_options(branch_step=200, children=8, design="grid"), tmp_path)
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_branch_report_records_nonnegative(tmp_path, nonnegative):
+    options = branch_options(branch_step=200, window=5, children=8, nonnegative=nonnegative)
+    branch_sweep(SimSetting(dict(SIM)), options, tmp_path)
+    folder = tmp_path / "branch"
+    assert json.loads((folder / "laws_dynamic_A.json").read_text())["nonnegative"] is nonnegative
+    constraint = "constrained to A >= 0" if nonnegative else "unconstrained"
+    assert f"with A {constraint} (experiment.nonnegative={str(nonnegative).lower()})" in (folder / "laws_dynamic.md").read_text()
+
+
+def test_top_level_laws_in_dynamic_sweep():
+    from mixbench.errors import ConfigError
+    from mixbench.law_accuracy.command import laws
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="laws", overrides=["experiment=laws_dynamic_sim", "laws=[dml]"])
+    with pytest.raises(ConfigError, match=r"experiment.sweep=dynamic sweep fits only the dynamic law .* drop laws=\[dml\]"):
+        laws(cfg)

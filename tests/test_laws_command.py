@@ -247,3 +247,33 @@ def test_regmix_tables_through_cli(tmp_path):
         assert len(scored) == 13
         assert f"| {law} | test_mixture_1m.csv | 512 | 256 |" in result.stdout
     assert "| 13 | 0 |" in result.stdout
+
+
+def test_dynamic_law_rejected_on_tables(tables, tmp_path):
+    train, first, _ = tables
+    result = mixbench(*table_args(train, [first]), "laws=[linear,dynamic]", f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "laws=[linear,dynamic] lists 'dynamic', a dynamic law" in result.stderr
+    assert "Use static laws (dml, lightgbm, linear, trees)" in result.stderr
+
+
+def test_cv_folds_beside_test_sets(tables, tmp_path):
+    train, first, _ = tables
+    out = tmp_path / "both.csv"
+    result = mixbench(*table_args(train, [first]), "laws=[linear]", "cv_folds=4", f"out={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_report(out)
+    assert sorted({row["test_set"] for row in rows}) == ["cv", "first_mixture.csv"]
+    assert {row["cv_folds"] for row in rows if row["test_set"] == "cv"} == {"4"}
+
+    # Without cv_folds, a test set is scored alone.
+    result = mixbench(*table_args(train, [first]), "laws=[linear]", f"out={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {row["test_set"] for row in read_report(out)} == {"first_mixture.csv"}
+
+
+def test_nothing_scorable_names_reason(tmp_path):
+    train = write_runs(tmp_path, "train", 3, seed=0)
+    result = mixbench(*table_args(train), "laws=[dml]", "cv_folds=3", f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "(the dml law needs at least 4 runs for 3 domains, a fold has 2)" in result.stderr

@@ -251,3 +251,8 @@ def test_design_is_seeded():
 def test_design_unknown_kind_suggests_name():
     with pytest.raises(ConfigError, match="Did you mean 'cover'"):
         design(3, 5, "covr", 0)
+
+
+def test_design_grid_names_setting():
+    with pytest.raises(ConfigError, match="method.design=grid is only available .* use method.design=cover or method.design=dirichlet"):
+        design(4, 10, "grid", 0, setting="method.design")

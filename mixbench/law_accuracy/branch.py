@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError
-from mixbench.law_accuracy.command import log_skipped, mark_undefined
+from mixbench.law_accuracy.command import log_skipped, mark_undefined, require_scored
 from mixbench.law_accuracy.dynamic_fit import fit_and_score, sweep_markdown
 from mixbench.law_accuracy.report import predictions_path, write_predictions, write_report
-from mixbench.law_accuracy.sweeps import build_setting, choice_option, fraction_option, int_option, split_rows
+from mixbench.law_accuracy.sweeps import build_setting, check_split, choice_option, fraction_option, int_option, split_rows
 from mixbench.runs import HASH_DECIMALS, RunSpec, folder_lock, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design, validate_mixture
 
@@ -210,16 +210,15 @@ def branch_sweep(setting, options: BranchOptions, results_dir: Path) -> tuple[li
             f"{total} training steps; the children continue the parent's learning-rate schedule, so raise the steps "
             f"({'sim.steps' if setting.name == 'sim' else 'training.steps'}) or branch earlier."
         )
-    if options.children <= m:
-        raise ConfigError(
-            f"experiment.children={options.children} is too few: the dynamic law has {m} parameters per target "
-            f"for {m} domains, so fitting and scoring it needs more than {m} children (2 x {m} or more is better)."
-        )
-    mixtures = design(m, options.children, options.design, rng=options.seed)
+    # The law fitted on the fit children has m parameters per target, so it needs m of them.
+    check_split(options.children, options.held_out_fraction, m, "experiment.children",
+                f"the dynamic law ({m} parameters per target for {m} domains)")
+    mixtures = design(m, options.children, options.design, rng=options.seed, setting="experiment.design")
     parent, children = branch_children(setting, spec, options.branch_step, mixtures, options.window,
                                        Path(results_dir) / "branches")
 
-    fit_rows, held_rows = split_rows(mixtures, options.held_out_fraction, options.seed)
+    fit_rows, held_rows = split_rows(mixtures, options.held_out_fraction, options.seed, minimum_fit=m,
+                                     count_key="experiment.children", purpose="the dynamic law")
     predictions: list[dict[str, Any]] = []
     rows, fitted = fit_and_score(parent, children, fit_rows, held_rows, options.nonnegative, predictions)
     rows = mark_undefined(rows)
@@ -227,7 +226,7 @@ def branch_sweep(setting, options: BranchOptions, results_dir: Path) -> tuple[li
     directory = Path(results_dir) / options.name
     write_json_atomic(directory / "laws_dynamic_A.json", {
         "setting": setting.name, "parent": spec.id, "parent_mixture": p0.tolist(), "branch_step": options.branch_step,
-        "window": options.window, "domains": parent["domains"], "eval_sets": parent["eval_sets"],
+        "window": options.window, "nonnegative": options.nonnegative, "domains": parent["domains"], "eval_sets": parent["eval_sets"],
         "children": [child["key"] for child in children], "held_out": [children[i]["key"] for i in held_rows],
         **fitted,
     })
@@ -238,4 +237,6 @@ def branch_sweep(setting, options: BranchOptions, results_dir: Path) -> tuple[li
     print(markdown, end="")
     log_skipped(rows)
     log.info("wrote %s, %s and %s", directory / "laws_dynamic.csv", directory / "laws_dynamic.md", directory / "laws_dynamic_A.json")
+    require_scored(rows, directory / "laws_dynamic.csv",
+                   "lengthen experiment.window or branch earlier (experiment.branch_step), so that the children's losses change")
     return rows, fitted

@@ -24,7 +24,7 @@ from mixbench.law_accuracy.report import (
 )
 from mixbench.law_accuracy.scoring import METRICS, MIN_SPEARMAN_POINTS, cross_validate, score_laws
 from mixbench.law_accuracy.tables import RunTable, read_run_table
-from mixbench.laws import get_law
+from mixbench.laws import LAWS, DynamicLaw, get_law
 from mixbench.runs import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 CV_TEST_SET = "cv"
 # The laws scored on run tables when `laws` is null.
 DEFAULT_TABLE_LAWS = ("linear", "dml", "trees")
+# Folds of the cross-validation on run tables when no test set is given and cv_folds is null.
+DEFAULT_CV_FOLDS = 5
 # At most this many skipped rows are logged one by one, and the rest are counted.
 MAX_LOGGED_SKIPS = 10
+# At most this many distinct skip reasons are quoted in the error of a run that scored nothing.
+MAX_SHOWN_REASONS = 3
 
 
 def laws(cfg) -> list[dict[str, Any]]:
@@ -47,8 +51,7 @@ def laws(cfg) -> list[dict[str, Any]]:
             "or run a law sweep (experiment=laws_static or experiment=laws_dynamic), not both."
         )
     if cfg.get("laws") is not None:
-        where = "set experiment.laws=[...] instead" if "laws" in experiment else "this sweep fits its own law and takes no list"
-        raise ConfigError(f"laws={_plain_list(cfg.laws)} chooses the laws scored on run tables; in a law sweep {where}.")
+        raise _top_level_laws_error(cfg.laws, experiment)
     sweep = experiment.get("sweep")
     if sweep == "static":
         from mixbench.law_accuracy.sweeps import run_static_sweep
@@ -66,6 +69,17 @@ def laws(cfg) -> list[dict[str, Any]]:
         f"experiment {experiment.get('name')!r} is not a law sweep (experiment.sweep={sweep!r}); use "
         f"experiment=laws_static, laws_dynamic or laws_param, or score tables with train.mixtures=PATH train.losses=PATH."
     )
+
+
+def _top_level_laws_error(value: Any, experiment) -> ConfigError:
+    """Build the error for a top-level `laws=` given with a sweep, whose laws come from the experiment."""
+    laws = _plain_list(value)
+    if "laws" in experiment:
+        fix = f"set experiment.laws={laws} instead"
+    else:
+        fix = (f"the experiment.sweep={experiment.get('sweep')} sweep fits only the dynamic law dL = -A p and takes "
+               f"no law list, so drop laws={laws}")
+    return ConfigError(f"laws={laws} chooses the laws scored on run tables, not in a law sweep; {fix}.")
 
 
 def path_list(value: Any, key: str) -> list[str]:
@@ -86,13 +100,23 @@ def _plain_list(value: Any) -> Any:
     return value
 
 
-def law_names(value: Any) -> list[str]:
-    """Return the configured law names after checking that each one exists (ConfigError otherwise)."""
-    names = path_list(value, "laws")
+def law_names(value: Any, key: str = "laws") -> list[str]:
+    """Return the configured static law names after checking that each one exists (ConfigError otherwise).
+
+    `key` is the setting that lists them (laws, experiment.laws), named in the errors.
+    """
+    names = path_list(value, key)
     if not names:
-        raise ConfigError("laws=[] is empty; list at least one law, e.g. laws=[linear,dml,trees].")
+        raise ConfigError(f"{key}=[] is empty; list at least one law, e.g. {key}=[linear,dml,trees].")
     for name in names:
         get_law(name)
+        if issubclass(LAWS[name], DynamicLaw):
+            static = [law for law in sorted(LAWS) if not issubclass(LAWS[law], DynamicLaw)]
+            raise ConfigError(
+                f"{key}={_plain_list(value)} lists {name!r}, a dynamic law: it fits the loss changes dL = -A p of "
+                f"children branched from one parent, not the final losses scored here. Use static laws "
+                f"({', '.join(static)}), or score the dynamic law with experiment=laws_dynamic."
+            )
     return names
 
 
@@ -125,12 +149,26 @@ def _read_tables(cfg) -> tuple[RunTable, list[RunTable]]:
     return table, tests
 
 
-def _cv_rows(table: RunTable, names: list[str], folds: Any, seed: int) -> list[dict[str, Any]]:
-    if not isinstance(folds, int) or isinstance(folds, bool) or not 2 <= folds <= len(table):
+def _cv_folds(value: Any, table: RunTable, has_tests: bool) -> int:
+    """Return the number of cross-validation folds (0 for none), or raise ConfigError for an invalid `cv_folds`.
+
+    null means DEFAULT_CV_FOLDS without a test set and none beside test sets. A number of folds
+    beside test sets adds cross-validation rows, as experiment.cv_folds does in the sweeps.
+    """
+    if has_tests and value in (None, 0):
+        return 0
+    if value is None:
+        value = DEFAULT_CV_FOLDS
+    if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= len(table):
+        use = "0 or null for none, or" if has_tests else "with no test set the laws are cross-validated, which needs"
         raise ConfigError(
-            f"cv_folds={folds!r} is invalid; with no test set the laws are cross-validated, which needs an "
-            f"integer number of folds between 2 and the number of training runs ({len(table)})."
+            f"cv_folds={value!r} is invalid; {use} an integer number of folds between 2 and the number of "
+            f"training runs ({len(table)})."
         )
+    return value
+
+
+def _cv_rows(table: RunTable, names: list[str], folds: int, seed: int) -> list[dict[str, Any]]:
     rows = cross_validate(table, names, k=folds, seed=seed)
     for row in rows:
         row["test_set"] = CV_TEST_SET
@@ -179,11 +217,11 @@ def score_tables(cfg) -> list[dict[str, Any]]:
     log.info("fitting %s on %d runs of %s (%d domains, %d targets)", ", ".join(names), len(table), table.name,
              len(table.domains), len(table.targets))
     predictions: list[dict[str, Any]] = []
-    if tests:
-        rows = score_laws(table, tests, names, seed=seed, predictions=predictions)
-    else:
-        log.info("no test set given: %s-fold cross-validation on the training runs", cfg.get("cv_folds"))
-        rows = _cv_rows(table, names, cfg.get("cv_folds"), seed)
+    folds = _cv_folds(cfg.get("cv_folds"), table, bool(tests))
+    rows = score_laws(table, tests, names, seed=seed, predictions=predictions) if tests else []
+    if folds:
+        log.info("%d-fold cross-validation on the training runs%s", folds, " besides the test sets" if tests else "")
+        rows += _cv_rows(table, names, folds, seed)
     rows = mark_undefined(rows)
 
     out = Path(str(cfg.get("out")))
@@ -195,9 +233,23 @@ def score_tables(cfg) -> list[dict[str, Any]]:
     print(markdown, end="")
     log_skipped(rows)
     log.info("wrote %s and %s", out, out.with_suffix(".md"))
-    if not any(is_scored(row) for row in rows):
-        raise DataError(f"no law could be scored on any target; the status column of {out} gives each reason.")
+    require_scored(rows, out, "add training runs or choose laws that need fewer runs (laws=[linear] needs the fewest)")
     return rows
+
+
+def require_scored(rows: list[dict[str, Any]], report: Path, fix: str) -> None:
+    """Raise DataError when no row has metrics, naming the skip reasons, `fix` and the report that lists them.
+
+    Call it after writing the report, so that the reasons stay on disk.
+    """
+    if any(is_scored(row) for row in rows):
+        return
+    reasons = sorted({str(row.get("status", "")).removeprefix("skipped: ") for row in rows})
+    quoted = "; ".join(reasons[:MAX_SHOWN_REASONS]) + ("; ..." if len(reasons) > MAX_SHOWN_REASONS else "")
+    raise DataError(
+        f"no law could be scored on any target ({quoted}). To fix it, {fix}. The status column of {report} "
+        f"gives the reason for each row."
+    )
 
 
 def plain(node: Any) -> Any:

@@ -139,7 +139,9 @@ def sweep_markdown(options, setting, parent: dict, children: list[dict], rows: l
         f"Parent run {parent['spec']['id']} (setting {setting.name}, mixture "
         f"{' '.join(f'{w:.3f}' for w in parent['spec']['mixture'])}) trained to step {parent['step']}; "
         f"{len(children)} children on a {options.design} design each trained {options.window} more steps. "
-        f"dL = -A p is fitted on the validation loss changes.",
+        f"dL = -A p is fitted on the validation loss changes by least squares, "
+        + ("with A constrained to A >= 0 (experiment.nonnegative=true)." if options.nonnegative
+           else "with A unconstrained (experiment.nonnegative=false)."),
         "",
         f"- In-sample R^2 with all {len(children)} children (the measure Aioli, Chen et al. 2024, reports): mean over targets "
         f"{_number(_mean(rows, 'in_sample_r2_all'))}, pooled over targets {_number(fitted['in_sample_r2_pooled'])}.",

@@ -16,6 +16,7 @@ and <run id>-step<t>/ contains the saved state (checkpoint/, round.json), parent
 children, as for the fixed-mixture branch sweep. Re-running trains nothing that has a record.
 """
 
+import difflib
 import json
 import logging
 import shutil
@@ -59,6 +60,8 @@ class ParamOptions:
         name = experiment.get("parent_method")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"experiment.parent_method={name!r} is invalid; name an online method, e.g. experiment.parent_method=aioli.")
+        if name not in available_methods():
+            raise unknown_parent_method(name)
         overrides = plain(experiment.get("method_overrides")) or {}
         if not isinstance(overrides, dict):
             raise ConfigError(f"experiment.method_overrides={overrides!r} is invalid; give a mapping from method name to settings.")
@@ -74,6 +77,22 @@ class ParamOptions:
             nonnegative=bool(experiment.get("nonnegative", False)),
             eta=eta_option(experiment.get("eta")),
         )
+
+
+def online_methods() -> list[str]:
+    """Return the registered online methods: those whose run records an A^t to branch at."""
+    return [method for method in available_methods() if get_method_class(method).kind == "online"]
+
+
+def unknown_parent_method(name: str) -> ConfigError:
+    """Build the error for an experiment.parent_method that names no registered method."""
+    online = online_methods()
+    close = difflib.get_close_matches(name, online, n=1, cutoff=0.5)
+    guess = f" Did you mean experiment.parent_method={close[0]}?" if close else ""
+    return ConfigError(
+        f"experiment.parent_method={name!r} is not a registered method.{guess} The online methods, whose runs "
+        f"record an A^t to branch at, are: {', '.join(online)}."
+    )
 
 
 def rounds_option(value: Any) -> tuple[int, ...]:
@@ -115,10 +134,9 @@ def parent_method_config(options: ParamOptions, setting) -> dict:
     config = method_config(name, options.method_overrides.get(name))
     cls = get_method_class(name)
     if cls.kind != "online":
-        online = [method for method in available_methods() if get_method_class(method).kind == "online"]
         raise ConfigError(
             f"experiment.parent_method={name!r} is a {cls.kind} method: it records no A^t during its run. "
-            f"Branch an online method's run instead: {', '.join(online)}."
+            f"Branch an online method's run instead: {', '.join(online_methods())}."
         )
     build_method(config).check(setting.context(options.seed))
     return config
@@ -296,7 +314,7 @@ def param_sweep(setting, store: RunStore, options: ParamOptions, results_dir: Pa
         raise ConfigError(f"experiment.window={options.window} is not shorter than the run's {total} steps; shorten the window.")
 
     root = Path(results_dir) / "branches"
-    mixtures = design(m, options.children, options.design, rng=options.seed)
+    mixtures = design(m, options.children, options.design, rng=options.seed, setting="experiment.design")
     record, points = parent_record(setting, store, spec, config, options, root, mixtures)
     eta = options.eta if options.eta is not None else float(record.get("method_eta", 1.0))
 

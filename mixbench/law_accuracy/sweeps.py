@@ -13,7 +13,7 @@ import numpy as np
 
 from mixbench.engine import execute_run
 from mixbench.errors import ConfigError, DataError
-from mixbench.law_accuracy.command import law_names, log_skipped, mark_undefined, plain
+from mixbench.law_accuracy.command import law_names, log_skipped, mark_undefined, plain, require_scored
 from mixbench.law_accuracy.report import averages_markdown, predictions_path, rows_markdown, write_predictions, write_report
 from mixbench.law_accuracy.scoring import MIN_SPEARMAN_POINTS, cross_validate, score_laws
 from mixbench.law_accuracy.tables import RunTable
@@ -78,25 +78,64 @@ def build_setting(cfg):
     return CorpusSetting(name=str(cfg.data.name), corpus=corpus, domains=corpus.domains, model=model, train=training)
 
 
-def split_rows(mixtures: np.ndarray, held_out_fraction: float, seed: int, minimum_fit: int = 2) -> tuple[np.ndarray, np.ndarray]:
+# Minimum number of runs a static sweep fits its laws on. A law that needs more is reported as skipped.
+MIN_STATIC_FIT = 2
+# Runs held out from every fit, whatever the held-out fraction, because R^2 needs two or more.
+MIN_HELD_OUT = 2
+
+
+def held_out_count(count: int, held_out_fraction: float) -> int:
+    """Return how many of `count` runs `split_rows` holds out: the fraction, rounded, and at least MIN_HELD_OUT."""
+    return max(MIN_HELD_OUT, int(round(held_out_fraction * count)))
+
+
+def fewest_runs(held_out_fraction: float, minimum_fit: int) -> int:
+    """Return the fewest runs whose split leaves `minimum_fit` runs to fit on.
+
+    The fit count, count - held_out_count(count), never falls as count grows (the rounded
+    held-out count rises by at most 1 per run), so the first count that suffices is the minimum.
+    """
+    count = minimum_fit + MIN_HELD_OUT
+    while count - held_out_count(count, held_out_fraction) < minimum_fit:
+        count += 1
+    return count
+
+
+def check_split(count: int, held_out_fraction: float, minimum_fit: int, count_key: str, purpose: str) -> None:
+    """Raise ConfigError, before anything trains, when the held-out split of `count` runs leaves fewer than `minimum_fit` to fit on.
+
+    `count_key` is the setting that sets `count` (experiment.mixtures, experiment.children), and
+    `purpose` names what needs the `minimum_fit` runs.
+    """
+    n_held = held_out_count(count, held_out_fraction)
+    if count - n_held >= minimum_fit:
+        return
+    fix = f"use {count_key}={fewest_runs(held_out_fraction, minimum_fit)} or more"
+    if count - MIN_HELD_OUT >= minimum_fit:
+        fix += ", or lower experiment.held_out_fraction"
+    raise ConfigError(
+        f"{count_key}={count} is too few: experiment.held_out_fraction={held_out_fraction} holds out {n_held} of the "
+        f"{count} and leaves {count - n_held} to fit on, but {purpose} needs at least {minimum_fit}. At least "
+        f"{MIN_HELD_OUT} are always held out, because held-out R^2 needs two points. To fix it, {fix}."
+    )
+
+
+def split_rows(mixtures: np.ndarray, held_out_fraction: float, seed: int, minimum_fit: int = MIN_STATIC_FIT,
+               count_key: str = "experiment.mixtures", purpose: str = "the fit") -> tuple[np.ndarray, np.ndarray]:
     """Return (fit positions, held-out positions): a seeded random split of the runs with these mixtures.
 
-    At least 2 runs are held out, because R^2 needs two or more. Below 3, Spearman's correlation
-    is left blank, and a warning is logged.
+    `held_out_count` runs are held out. Below 3, Spearman's correlation is left blank, and a
+    warning names `count_key`, the setting that adds runs.
     Single-domain runs (a weight of 1) are held out only when the other runs do not suffice: a
     law fitted without the run dominated by a domain has to extrapolate that domain's coefficient.
     """
     k = len(mixtures)
-    n_held = max(2, int(round(held_out_fraction * k)))
-    if k - n_held < minimum_fit:
-        raise ConfigError(
-            f"held_out_fraction={held_out_fraction} of {k} runs leaves {k - n_held} runs to fit on; "
-            f"use more runs or a smaller held-out fraction."
-        )
+    check_split(k, held_out_fraction, minimum_fit, count_key, purpose)
+    n_held = held_out_count(k, held_out_fraction)
     if n_held < MIN_SPEARMAN_POINTS:
         log.warning(
-            "only %d of %d runs are held out: R^2 rests on %d points and Spearman's correlation is left blank; "
-            "raise experiment.held_out_fraction or train more runs.", n_held, k, n_held,
+            "%s=%d holds out only %d: R^2 rests on %d points and Spearman's correlation is left blank; "
+            "raise experiment.held_out_fraction or %s.", count_key, k, n_held, n_held, count_key,
         )
     rng = np.random.default_rng([seed, 1])
     single = np.max(mixtures, axis=1) >= 1.0 - 1e-9
@@ -117,6 +156,10 @@ class StaticOptions:
     cv_folds: int
     loss_split: str
 
+    def __post_init__(self):
+        # Checked here so that a split too small to fit on fails before any run trains.
+        check_split(self.mixtures, self.held_out_fraction, MIN_STATIC_FIT, "experiment.mixtures", "fitting the laws")
+
     @classmethod
     def from_config(cls, experiment) -> "StaticOptions":
         cv_folds = int_option(experiment, "cv_folds", 0)
@@ -131,7 +174,7 @@ class StaticOptions:
             mixtures=mixtures,
             design=choice_option(experiment, "design", tuple(DESIGN_KINDS), "cover"),
             held_out_fraction=fraction_option(experiment, "held_out_fraction"),
-            laws=law_names(experiment.get("laws")),
+            laws=law_names(experiment.get("laws"), "experiment.laws"),
             cv_folds=cv_folds,
             loss_split=choice_option(experiment, "loss_split", LOSS_SPLITS, "val"),
         )
@@ -140,7 +183,7 @@ class StaticOptions:
 def train_static_runs(setting, store: RunStore, options: StaticOptions) -> tuple[RunTable, list[dict]]:
     """Train (or reuse) one run per design mixture and return their final losses as a run table."""
     m = len(setting.domains)
-    mixtures = design(m, options.mixtures, options.design, rng=options.seed)
+    mixtures = design(m, options.mixtures, options.design, rng=options.seed, setting="experiment.design")
     losses, summaries = [], []
     for number, mixture in enumerate(mixtures, start=1):
         spec = setting.spec(options.seed, mixture=mixture, role="law_sweep")
@@ -172,7 +215,7 @@ def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Pa
     """Train the static sweep, score each law on the held-out runs, and write laws_static.csv and .md to `directory`."""
     table, summaries = train_static_runs(setting, store, options)
 
-    fit_rows, held_rows = split_rows(table.P, options.held_out_fraction, options.seed)
+    fit_rows, held_rows = split_rows(table.P, options.held_out_fraction, options.seed, purpose="fitting the laws")
     fit, held = table.subset(fit_rows, name="fit"), table.subset(held_rows, name="held_out")
     predictions: list[dict[str, Any]] = []
     rows = score_laws(fit, [held], options.laws, seed=options.seed, predictions=predictions)
@@ -196,6 +239,8 @@ def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Pa
     print(markdown, end="")
     log_skipped(rows)
     log.info("wrote %s and %s", directory / "laws_static.csv", directory / "laws_static.md")
+    require_scored(rows, directory / "laws_static.csv",
+                   "raise experiment.mixtures, or choose laws that need fewer runs (experiment.laws=[linear] needs the fewest)")
     return rows
 
 
