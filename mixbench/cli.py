@@ -208,14 +208,14 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
         names = [str(name) for name in node.keys()]
         close = difflib.get_close_matches(leaf, names, n=3, cutoff=0.6)
         if command == "laws" and parent == "train":
-            # In `mixbench laws`, train.* names the run-table files; a corpus sweep trains with training.*.
+            # In `mixbench laws`, train.* names the run-table files, and a corpus sweep trains with training.*.
             sweep = (f"this sweep takes its training settings as training.{leaf}" if "training" in cfg else
                      f"a law sweep on the corpus (experiment=laws_static, laws_dynamic or laws_param) takes them as training.{leaf}")
             hint = f"here train.* names the run-table files ({', '.join(names)}); {sweep}."
         elif close:
             hint = f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}?"
         elif parent == "method":
-            # `name` picks the method; the rest are its hyperparameters.
+            # `name` picks the method, and the other keys are its hyperparameters.
             own = [name for name in names if name != "name"]
             method = node.get("name")
             hint = f"method {method} takes {', '.join(own)}." if own else f"method {method} takes no settings."
@@ -258,7 +258,7 @@ def _guarded(task):
             print(f"mixbench: error: {error}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
-            # A law sweep keeps its training settings under `training`; every other command under `train`.
+            # A law sweep keeps its training settings under `training`, and every other command under `train`.
             key = "training" if "training" in cfg else "train"
             print(
                 "mixbench: interrupted. Finished runs are kept; run the same command again to resume the others "

@@ -263,8 +263,8 @@ def _checked_values(name: str, cls: type, config: dict[str, Any]) -> dict[str, A
     checked = dict(config)
     for key, value in config.items():
         if isinstance(value, float) and not math.isfinite(value):
-            # No setting means anything by nan or inf, whatever its default; a method that checks
-            # only a range would let nan through, since every comparison with nan is false.
+            # No setting means anything by nan or inf, whatever its default. A method that checks
+            # only a range would accept nan, because every comparison with nan is false.
             raise ConfigError(f"method {name!r} got {key}={value!r}; give a finite value.")
         default = defaults.get(key, inspect.Parameter.empty)
         if value is None or default is None or default is inspect.Parameter.empty:

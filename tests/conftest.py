@@ -19,7 +19,7 @@ def _real_text_folders(root: Path) -> Path:
     sources = {
         "python": sorted((torch_dir / "nn" / "modules").glob("*.py"))[:12],
         "cpp": sorted((torch_dir / "include" / "ATen" / "core").glob("*.h"))[:24],
-        # The licences beside torch's own install, also in a virtual environment that sees them.
+        # Licence files next to torch's install, found also from a virtual environment with system packages.
         "legal": sorted(torch_dir.parent.glob("*.dist-info/LICENSE*"))[:30],
     }
     for domain, files in sources.items():

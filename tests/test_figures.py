@@ -218,7 +218,7 @@ def test_single_validation_gets_a_hint(tmp_path, caplog):
         build_figures(results, "sim", names=["val_loss_curves"])
     assert "validated once" not in caplog.text
 
-    # Validated only at the end, each method is one point; the log says how to get curves.
+    # Validated only at the end, each method is one point, and the log explains how to get curves.
     api.benchmark(overrides=[*SIM, f"results_dir={results}", "experiment.methods=[stratified]", "sim.eval_every=0"])
     with caplog.at_level("INFO", logger="mixbench.figures"):
         build_figures(results, "sim", names=["val_loss_curves"])
