@@ -53,6 +53,12 @@ class DataMixingLaws(ProbingMethod):
         super().check(context)
         if self.design not in DESIGN_KINDS:
             raise ConfigError(f"method dml: design={self.design!r} is unknown; use one of {', '.join(DESIGN_KINDS)}.")
+        if self.design == "grid" and context.m > 3:
+            raise ConfigError(
+                f"method dml: method.design=grid is only available for m <= 3 domains (this setting has m={context.m}), "
+                f"because a lattice on more domains needs far too many runs; use method.design=cover or "
+                f"method.design=dirichlet."
+            )
         law = self.make_law(context)
         needed = law.min_runs(context.m)
         count = self.probe_count(context)
@@ -65,7 +71,7 @@ class DataMixingLaws(ProbingMethod):
         final_run_caps(context, self.max_epochs, self.name)
 
     def probe_mixtures(self, context: MethodContext) -> np.ndarray:
-        return design(context.m, self.probe_count(context), self.design, rng=self.rng(context))
+        return design(context.m, self.probe_count(context), self.design, rng=self.rng(context), setting="method.design")
 
     def fit(self, observations: list[Observation], context: MethodContext) -> "DataMixingLaws":
         P, L = self.observed(observations, context)

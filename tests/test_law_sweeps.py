@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -287,15 +288,28 @@ def test_branch_split_warning_names_children(caplog):
     assert "raise experiment.held_out_fraction or experiment.children." in caplog.text
 
 
-def test_static_sweep_nothing_scored_fails(tmp_path):
-    from mixbench.errors import DataError
+def test_static_sweep_law_needs_checked_before_training(tmp_path):
+    from mixbench.errors import ConfigError
 
+    # 6 mixtures hold out 2 and fit on 4; the trees law needs 40 (two leaves of 20), so nothing could be scored.
     setting = SimSetting(dict(SIM, steps=100, warmup_steps=10))
-    with pytest.raises(DataError, match=r"no law could be scored on any target \(the trees law needs at least"):
+    with pytest.raises(ConfigError, match=r"no law of experiment.laws=\[trees\] can be fitted: experiment.mixtures=6 "
+                                          r"leaves 4 runs to fit on .* trees needs 40 \(experiment.mixtures=60 or more\)"):
         static_sweep(setting, RunStore(tmp_path), static_options(laws=["trees"]), tmp_path / "sweep")
-    # The report is written before the error, so the reasons stay on disk.
-    rows = read_report(tmp_path / "sweep" / "laws_static.csv")
-    assert all(row["status"].startswith("skipped: the trees law") for row in rows)
+    assert not list((tmp_path / "runs").glob("*"))
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_static_sweep_warns_of_skipped_law(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    setting = SimSetting(dict(SIM, steps=100, warmup_steps=10))
+    rows = static_sweep(setting, RunStore(tmp_path), static_options(laws=["linear", "trees"]), tmp_path / "sweep")
+    warning = "trees needs 40 (experiment.mixtures=60 or more); trees will be reported as skipped."
+    assert warning in caplog.text
+    # The warning comes before the first run trains.
+    assert caplog.text.index(warning) < caplog.text.index("static sweep run 1/6")
+    assert {row["status"].split(":")[0] for row in rows if row["law"] == "trees"} == {"skipped"}
+    assert all(row["r2"] is not None for row in rows if row["law"] == "linear")
 
 
 def test_static_sweep_rejects_dynamic_law():

@@ -117,6 +117,16 @@ def test_no_test_set_cross_validates(tables, tmp_path):
     assert {row["cv_folds"] for row in rows} == {"4"}
     assert {row["n_test"] for row in rows} == {"40"}
     assert all(row["r2"] and row["in_sample_r2"] for row in rows)
+    # Each run is predicted once per target, by the fold that held it out, and the R^2 is computed over those.
+    predictions = read_report(tmp_path / "cv_predictions.csv")
+    assert len(predictions) == 40 * len(TARGETS)
+    assert {row["test_set"] for row in predictions} == {"cv"}
+    for row in rows:
+        mine = [entry for entry in predictions if entry["target"] == row["target"]]
+        actual = np.array([float(entry["actual"]) for entry in mine])
+        predicted = np.array([float(entry["predicted"]) for entry in mine])
+        r2 = 1 - np.sum((actual - predicted) ** 2) / np.sum((actual - actual.mean()) ** 2)
+        assert r2 == pytest.approx(float(row["r2"]), rel=1e-6)
 
 
 def test_constant_target_is_skipped(tmp_path):

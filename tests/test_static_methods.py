@@ -167,6 +167,14 @@ def test_too_few_probes_names_minimum(name, count, needed):
         method.fit(observe(P, loglinear_world(P)), make_context(3))
 
 
+def test_dml_grid_design_names_its_setting():
+    method = build_method(method_config("dml", {"design": "grid"}))
+    method.check(make_context(3))
+    with pytest.raises(ConfigError, match=r"method.design=grid is only available for m <= 3 domains \(this setting has "
+                                          r"m=5\).* use method.design=cover or method.design=dirichlet"):
+        method.check(make_context(5))
+
+
 def test_dml_default_probe_count_is_twice_m():
     assert len(build_method(method_config("dml")).explore(make_context(5))) == 10
 

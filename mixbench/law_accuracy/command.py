@@ -168,10 +168,11 @@ def _cv_folds(value: Any, table: RunTable, has_tests: bool) -> int:
     return value
 
 
-def _cv_rows(table: RunTable, names: list[str], folds: int, seed: int) -> list[dict[str, Any]]:
-    rows = cross_validate(table, names, k=folds, seed=seed)
+def cv_rows(table: RunTable, names: list[str], folds: int, seed: int,
+            predictions: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Cross-validate the laws on `table`: rows with test set `cv` and their fold count, predictions appended."""
+    rows = cross_validate(table, names, k=folds, seed=seed, test_set=CV_TEST_SET, predictions=predictions)
     for row in rows:
-        row["test_set"] = CV_TEST_SET
         row["cv_folds"] = folds
     return rows
 
@@ -221,7 +222,7 @@ def score_tables(cfg) -> list[dict[str, Any]]:
     rows = score_laws(table, tests, names, seed=seed, predictions=predictions) if tests else []
     if folds:
         log.info("%d-fold cross-validation on the training runs%s", folds, " besides the test sets" if tests else "")
-        rows += _cv_rows(table, names, folds, seed)
+        rows += cv_rows(table, names, folds, seed, predictions)
     rows = mark_undefined(rows)
 
     out = Path(str(cfg.get("out")))

@@ -71,7 +71,8 @@ def match_targets_to_domains(domains: Sequence[str], targets: Sequence[str]) -> 
     return matches
 
 
-def _make_law(law: str | MixingLaw, seed: int) -> MixingLaw:
+def make_law(law: str | MixingLaw, seed: int) -> MixingLaw:
+    """Return an unfitted law: a fresh copy of `law`, or the registered law of that name, seeded if it takes a seed."""
     if isinstance(law, MixingLaw):
         return type(law)(**law.get_params())
     made = get_law(law)
@@ -154,7 +155,7 @@ def score_laws(
     for law_spec in laws:
         label = _law_label(law_spec)
         for i, target in enumerate(train.targets):
-            law = _make_law(law_spec, seed)
+            law = make_law(law_spec, seed)
             reason = _skip_reason(law, train, i)
             fitted = None if reason else _fit_one(law, train, i, own_domains[i])
             in_sample = None if fitted is None else r2_score(train.L[:, i], fitted.predict(train.P)[:, 0])
@@ -185,28 +186,34 @@ def prediction_entries(law: str, target: str, test_set: str, runs: Sequence, act
 
 
 def cross_validate(
-    table: RunTable, laws: Sequence[str | MixingLaw], k: int = 5, seed: int = 0
+    table: RunTable,
+    laws: Sequence[str | MixingLaw],
+    k: int = 5,
+    seed: int = 0,
+    test_set: str | None = None,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Score laws by k-fold cross-validation on one table, for when no held-out table exists.
 
     Each run is predicted once, by the law fitted on the other folds (shuffled with `seed`),
     and the metrics are computed over all those out-of-fold predictions. n_train is the
     smallest training fold; in_sample_r2 is the mean over folds. Rows have the keys of
-    `score_laws`, with test_set "<table name> (<k>-fold CV)".
+    `score_laws`, with `test_set` (by default "<table name> (<k>-fold CV)"). When
+    `predictions` is a list, each run's out-of-fold prediction is appended to it.
     """
     if not isinstance(k, (int, np.integer)) or not 2 <= k <= len(table):
         raise ConfigError(f"k={k!r} folds must be an integer between 2 and the number of runs ({len(table)}).")
     order = np.random.default_rng(seed).permutation(len(table))
     folds = np.array_split(order, k)
     n_train = len(table) - max(fold.size for fold in folds)
-    test_set = f"{table.name} ({k}-fold CV)"
+    test_set = test_set or f"{table.name} ({k}-fold CV)"
     own_domains = match_targets_to_domains(table.domains, table.targets)
     rows = []
     for law_spec in laws:
         label = _law_label(law_spec)
         for i, target in enumerate(table.targets):
             common = dict(law=label, target=target, test_set=test_set, n_train=n_train, n_test=len(table))
-            reason = _cv_skip_reason(_make_law(law_spec, seed), table, i, n_train)
+            reason = _cv_skip_reason(make_law(law_spec, seed), table, i, n_train)
             if reason:
                 rows.append(_row(**common, status=reason))
                 continue
@@ -214,10 +221,12 @@ def cross_validate(
             in_sample = []
             for fold in folds:
                 train = table.subset(np.setdiff1d(order, fold))
-                fitted = _fit_one(_make_law(law_spec, seed), train, i, own_domains[i])
+                fitted = _fit_one(make_law(law_spec, seed), train, i, own_domains[i])
                 prediction[fold] = fitted.predict(table.P[fold])[:, 0]
                 in_sample.append(r2_score(train.L[:, i], fitted.predict(train.P)[:, 0]))
             metrics = prediction_metrics(table.L[:, i], prediction)
+            if predictions is not None:
+                predictions += prediction_entries(label, target, test_set, table.index, table.L[:, i], prediction)
             rows.append(_row(**common, **metrics, in_sample_r2=float(np.mean(in_sample))))
     return rows
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from mixbench.engine import execute_run
 from mixbench.errors import ConfigError, DataError
-from mixbench.law_accuracy.command import law_names, log_skipped, mark_undefined, plain, require_scored
+from mixbench.law_accuracy.command import cv_rows, law_names, log_skipped, mark_undefined, plain, require_scored
 from mixbench.law_accuracy.report import averages_markdown, predictions_path, rows_markdown, write_predictions, write_report
-from mixbench.law_accuracy.scoring import MIN_SPEARMAN_POINTS, cross_validate, score_laws
+from mixbench.law_accuracy.scoring import MIN_SPEARMAN_POINTS, make_law, score_laws
 from mixbench.law_accuracy.tables import RunTable
 from mixbench.runs import RunStore, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design
@@ -211,8 +211,33 @@ def run_static_sweep(cfg) -> list[dict[str, Any]]:
     return static_sweep(setting, RunStore(cfg.results_dir), options, Path(cfg.results_dir) / options.name)
 
 
+def check_law_runs(options: StaticOptions, m: int) -> None:
+    """Compare each law's fewest runs for m domains with the sweep's fit runs, before anything trains.
+
+    Raise ConfigError when no law can be fitted; warn for each law that will be reported as skipped.
+    """
+    n_fit = options.mixtures - held_out_count(options.mixtures, options.held_out_fraction)
+    needs = {name: make_law(name, options.seed).min_runs(m) for name in options.laws}
+    short = {name: need for name, need in needs.items() if need > n_fit}
+    if not short:
+        return
+    what = "; ".join(
+        f"{name} needs {need} (experiment.mixtures={fewest_runs(options.held_out_fraction, need)} or more)"
+        for name, need in short.items()
+    )
+    split = (f"experiment.mixtures={options.mixtures} leaves {n_fit} runs to fit on at "
+             f"experiment.held_out_fraction={options.held_out_fraction}, and at {m} domains {what}")
+    if len(short) == len(needs):
+        raise ConfigError(
+            f"no law of experiment.laws=[{','.join(options.laws)}] can be fitted: {split}. Raise experiment.mixtures, or "
+            f"choose laws that need fewer runs (experiment.laws=[linear] needs the fewest)."
+        )
+    log.warning("%s; %s will be reported as skipped.", split, " and ".join(short))
+
+
 def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Path) -> list[dict[str, Any]]:
     """Train the static sweep, score each law on the held-out runs, and write laws_static.csv and .md to `directory`."""
+    check_law_runs(options, len(setting.domains))
     table, summaries = train_static_runs(setting, store, options)
 
     fit_rows, held_rows = split_rows(table.P, options.held_out_fraction, options.seed, purpose="fitting the laws")
@@ -220,10 +245,7 @@ def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Pa
     predictions: list[dict[str, Any]] = []
     rows = score_laws(fit, [held], options.laws, seed=options.seed, predictions=predictions)
     if options.cv_folds:
-        cv = cross_validate(table, options.laws, k=options.cv_folds, seed=options.seed)
-        for row in cv:
-            row["test_set"], row["cv_folds"] = "cv", options.cv_folds
-        rows += cv
+        rows += cv_rows(table, options.laws, options.cv_folds, options.seed, predictions)
     rows = mark_undefined(rows)
 
     held_ids = set(held.index)
