@@ -203,11 +203,23 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
         key = item.split("=", 1)[0]
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf in node:
+        if node is None and parent:
+            # A section that does not exist: point at the first missing part of the key instead.
+            parent, leaf = _first_missing(cfg, key)
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig):
+            continue
+        if leaf in node:
+            if "method_overrides" in parent.split("."):
+                lines += _merge_hint(item, node[leaf])
             continue
         names = [str(name) for name in node.keys()]
         close = difflib.get_close_matches(leaf, names, n=3, cutoff=0.6)
-        if command == "laws" and parent == "train":
+        if "method_overrides" in parent.split("."):
+            # Per-method overrides are free-form: a new method or setting is added with a leading +.
+            entries = f"its entries are {', '.join(names)}" if names else "it has no entries"
+            hint = f"{entries}, and a new one is added with a leading +: +{item}"
+        elif command == "laws" and parent == "train":
             # In `mixbench laws`, train.* names the run-table files, and a corpus sweep trains with training.*.
             sweep = (f"this sweep takes its training settings as training.{leaf}" if "training" in cfg else
                      f"a law sweep on the corpus (experiment=laws_static, laws_dynamic or laws_param) takes them as training.{leaf}")
@@ -221,8 +233,44 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
             hint = f"method {method} takes {', '.join(own)}." if own else f"method {method} takes no settings."
         else:
             hint = f"its settings are {', '.join(names)}."
-        lines.append(f"{key} is not a setting of mixbench {command}{context}; {hint}")
+        full_key = f"{parent}.{leaf}" if parent else leaf
+        lines.append(f"{full_key} is not a setting of mixbench {command}{context}; {hint}")
     return lines
+
+
+def _merge_hint(item: str, node) -> list[str]:
+    """Return a line when `item` sets a method's override entry to a mapping with keys the entry lacks.
+
+    Hydra rejects those keys, and its advice of a leading + does not apply to a key that exists.
+    """
+    import yaml
+    from omegaconf import DictConfig
+
+    key, value = item.split("=", 1)
+    try:
+        mapping = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(node, DictConfig) or not isinstance(mapping, dict):
+        return []
+    new = [str(name) for name in mapping if name not in node]
+    if not new:
+        return []
+    return [f"{key} has no setting {', '.join(new)}; to add settings to it, write ++{item} (merged into the "
+            f"existing {', '.join(map(str, node.keys())) or 'empty section'}) or +{key}.{new[0]}=VALUE."]
+
+
+def _first_missing(cfg, key: str) -> tuple[str, str]:
+    """Return (the deepest existing section of `key`, the next part of `key`, which it lacks)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    parts = key.split(".")
+    for depth in range(1, len(parts)):
+        parent = ".".join(parts[:depth - 1])
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or parts[depth - 1] not in node:
+            return parent, parts[depth - 1]
+    return ".".join(parts[:-1]), parts[-1]
 
 
 def quiet_hydra_migration_warning() -> None:

@@ -55,6 +55,14 @@ def test_misspelt_setting_gets_a_suggestion(tmp_path):
     result = mixbench("run", "-m", "method=natural,odmm", cwd=tmp_path)
     assert "method=odmm has no config file method/odmm.yaml. Did you mean method=odm?" in result.stderr
     assert "method=natural has no config file" not in result.stderr
+    # A key under a section that does not exist names the first missing part.
+    result = mixbench("run", "trian.steps=40", cwd=tmp_path)
+    assert "mixbench: trian is not a setting of mixbench run; did you mean train?" in result.stderr
+    # Per-method overrides take new entries and settings with a leading + (or ++ to merge into an entry).
+    result = mixbench("benchmark", "experiment=sim", "experiment.method_overrides.aioli={eta: 0.1}", cwd=tmp_path)
+    assert "a new one is added with a leading +: +experiment.method_overrides.aioli={eta: 0.1}" in result.stderr
+    result = mixbench("benchmark", "experiment.method_overrides.aioli={eta: 0.1}", cwd=tmp_path)
+    assert "write ++experiment.method_overrides.aioli={eta: 0.1} (merged into the existing update_steps," in result.stderr
     # experiment= picks a config file; a results folder is named with experiment.name=.
     result = mixbench("table", "experiment=walks", cwd=tmp_path)
     assert "use experiment.name=walks instead" in result.stderr
