@@ -5,4 +5,4 @@ which returns the paths it wrote or raises `common.MissingInput` naming what is 
 """
 
 # The figure modules in the order `mixbench figures` builds them.
-FIGURES = ("mixture_trajectories", "val_loss_curves", "a_heatmaps", "law_predictions", "loss_vs_compute")
+FIGURES = ("mixture_trajectories", "val_loss_curves", "a_heatmaps", "law_predictions", "param_heatmaps", "loss_vs_compute")

@@ -20,18 +20,25 @@ PANEL_WIDTH, PANEL_HEIGHT = 2.2, 3.0
 MIN_FIGURE_WIDTH = 4.4
 
 
-def estimated_rounds(record: dict) -> list[dict]:
-    """Return the rounds of a run that carry an A estimate, at most MAX_ROUNDS of them."""
-    rounds = [entry for entry in record.get("rounds") or [] if entry.get("A") is not None]
+def spread_rounds(rounds: list[dict]) -> list[dict]:
+    """Return at most MAX_ROUNDS of `rounds`, evenly spaced, the first and last included."""
     if len(rounds) <= MAX_ROUNDS:
         return rounds
     chosen = np.unique(np.linspace(0, len(rounds) - 1, MAX_ROUNDS).round().astype(int))
     return [rounds[index] for index in chosen]
 
 
-def _draw_row(fig, axes, matrices: list[np.ndarray | None], titles: list[str], label: str, domains: list[str]) -> None:
+def estimated_rounds(record: dict) -> list[dict]:
+    """Return the rounds of a run that carry an A estimate, at most MAX_ROUNDS of them."""
+    return spread_rounds([entry for entry in record.get("rounds") or [] if entry.get("A") is not None])
+
+
+def draw_heatmap_row(fig, axes, matrices: list[np.ndarray | None], titles: list[str], label: str, domains: list[str],
+                     eval_sets: list[str] | None = None) -> None:
     """Draw one row of heatmaps on a colour scale symmetric around 0 and shared by the row.
 
+    Columns are training domains and rows evaluation sets. Without `eval_sets`, the rows are named
+    after the domains when A is square, else numbered. A non-empty `label` heads the row's y label.
     A None matrix leaves its panel empty, with a note that nothing was recorded at that step.
     """
     limit = max(float(np.abs(matrix).max()) for matrix in matrices if matrix is not None) or 1.0
@@ -47,10 +54,14 @@ def _draw_row(fig, axes, matrices: list[np.ndarray | None], titles: list[str], l
         image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(title, fontsize=8)
         ax.set_xticks(range(matrix.shape[1]), domains[: matrix.shape[1]], rotation=90, fontsize=7)
-        # Rows are evaluation sets: the training domains when A is square, else numbered.
-        eval_sets = domains if matrix.shape[0] == len(domains) else [str(index) for index in range(matrix.shape[0])]
-        ax.set_yticks(range(matrix.shape[0]), eval_sets, fontsize=7)
-    axes[0].set_ylabel(f"{label}\neval set", fontsize=8)
+        if eval_sets is not None and matrix.shape[0] == len(eval_sets):
+            row_names = eval_sets
+        elif matrix.shape[0] == len(domains):
+            row_names = domains
+        else:
+            row_names = [str(index) for index in range(matrix.shape[0])]
+        ax.set_yticks(range(matrix.shape[0]), row_names, fontsize=7)
+    axes[0].set_ylabel(f"{label}\neval set" if label else "eval set", fontsize=8)
     fig.colorbar(image, ax=list(axes), shrink=0.8)
 
 
@@ -65,10 +76,10 @@ def build_method(run, out_dir: Path) -> list[Path]:
     width = max(PANEL_WIDTH, MIN_FIGURE_WIDTH / len(rounds))
     with figure(len(rounds), 2 if with_truth else 1, width=width, height=PANEL_HEIGHT) as (fig, axes):
         titles = [f"step {entry['step']}" for entry in rounds]
-        _draw_row(fig, axes[: len(rounds)], [np.asarray(entry["A"], dtype=float) for entry in rounds], titles, "estimate", domains)
+        draw_heatmap_row(fig, axes[: len(rounds)], [np.asarray(entry["A"], dtype=float) for entry in rounds], titles, "estimate", domains)
         if with_truth:
             true_matrices = [truth.get(int(entry["step"])) for entry in rounds]
-            _draw_row(fig, axes[len(rounds):], true_matrices, titles, "true A", domains)
+            draw_heatmap_row(fig, axes[len(rounds):], true_matrices, titles, "true A", domains)
         for ax in axes:
             ax.set_xlabel("training domain", fontsize=8)
         fig.suptitle(f"$A^t$ of {run.mixing_label}, seed {run.seed}", fontsize=10)

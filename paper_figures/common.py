@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import matplotlib.style
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
+from matplotlib.text import Text
 from matplotlib.ticker import EngFormatter, FixedLocator, Formatter, MaxNLocator, NullFormatter, ScalarFormatter
 
 log = logging.getLogger("mixbench.figures")
@@ -181,6 +184,43 @@ def figure(columns: int, rows: int, width: float = 3.4, height: float = 2.6, **s
         FigureCanvasAgg(fig)
         axes = fig.subplots(rows, columns, squeeze=False, **subplot_options)
         yield fig, list(axes.flat)
+
+
+@contextmanager
+def figure_rows(columns: int, rows: int, width: float = 3.4, height: float = 2.6) -> Iterator[tuple[Figure, list[tuple[SubFigure, list]]]]:
+    """Yield a figure of `rows` subfigures stacked vertically, each with one row of `columns` axes.
+
+    Each subfigure can carry its own title and colour bar, which a plain grid of axes cannot.
+    The style is matplotlib's default, as in `figure`.
+    """
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+        FigureCanvasAgg(fig)
+        subfigures = fig.subfigures(rows, 1, squeeze=False)[:, 0]
+        yield fig, [(subfigure, list(subfigure.subplots(1, columns, squeeze=False).flat)) for subfigure in subfigures]
+
+
+def fits_width(artist: Artist, fig: Figure | SubFigure) -> bool:
+    """Return whether `artist` (a text or legend of `fig`) is no wider than `fig`."""
+    renderer = fig.figure.canvas.get_renderer()
+    # Text is measured at the figure's own resolution, but the files are saved at `DPI`. The 2% margin covers
+    # the small difference in text width between the two.
+    return artist.get_window_extent(renderer).width <= 0.98 * fig.bbox.width
+
+
+def fit_suptitle(fig: Figure | SubFigure, text: str, **options) -> Text:
+    """Set the suptitle of `fig`, each line wrapped at spaces so that the title fits the figure's width.
+
+    Matplotlib draws a suptitle on one line and cuts off what does not fit, as in a one-panel figure.
+    `options` go to `suptitle` (fontsize, for example). A single word wider than the figure stays whole.
+    """
+    title = fig.suptitle(text, **options)
+    for columns in range(len(text), 0, -1):
+        if fits_width(title, fig):
+            break
+        lines = [textwrap.fill(line, width=columns, break_long_words=False, break_on_hyphens=False) for line in text.splitlines()]
+        title.set_text("\n".join(lines))
+    return title
 
 
 # A log axis gets at least this many labelled ticks within its data range (see label_log_axis).

@@ -23,6 +23,8 @@ from paper_figures.common import DPI
 SIM = ["experiment=sim", "experiment.methods=[stratified,doremi]", "experiment.seeds=[0]", "sim.steps=200", "sim.eval_every=50", "sim.warmup_steps=20"]
 STATIC_LAWS = ["experiment=laws_static_sim", "experiment.mixtures=8", "sim.steps=100", "sim.warmup_steps=10"]
 DYNAMIC_LAWS = ["experiment=laws_dynamic_sim", "experiment.children=8", "experiment.branch_step=50", "sim.steps=100", "sim.warmup_steps=10"]
+# The committed sweep's settings (Aioli over 5 simulated domains, branched at two rounds), which train in a few seconds.
+PARAM_LAWS = ["experiment=laws_param_sim"]
 SIM_FIGURES = ["mixture_trajectories", "val_loss_curves", "a_heatmaps_doremi", "loss_vs_compute"]
 
 
@@ -33,13 +35,14 @@ def mixbench(*args, cwd):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A folder with a short simulator benchmark (stratified, doremi) and a static and a dynamic law sweep."""
+    """A folder with a short simulator benchmark (stratified, doremi), a static, a dynamic and a parameter-accuracy law sweep."""
     root = tmp_path_factory.mktemp("figures")
     # In-process through the Python API, which composes the same configs as the command line.
     results = f"results_dir={root / 'results'}"
     api.benchmark(overrides=[*SIM, results])
     api.laws(overrides=[*STATIC_LAWS, results])
     api.laws(overrides=[*DYNAMIC_LAWS, results])
+    api.laws(overrides=[*PARAM_LAWS, results])
     return root
 
 
@@ -79,19 +82,24 @@ def test_sim_figures_written_and_valid(workdir, sim_figures):
     for name in expected:
         path = directory / name
         assert_valid_png(path) if name.endswith(".png") else assert_valid_pdf(path)
-    # The sim folder contains no law report, so that figure is skipped with one line naming what is missing.
-    skipped = [line for line in sim_figures.stderr.splitlines() if "skipped" in line and "law_predictions" in line]
-    assert len(skipped) == 1, sim_figures.stderr[-3000:]
-    assert "_predictions.csv" in skipped[0]
-    assert "1 of 5 figures skipped" in sim_figures.stderr
+    # The sim folder contains no law report, so the two law figures are skipped with one line each naming what is missing.
+    for name, missing in (("law_predictions", "_predictions.csv"), ("param_heatmaps", "laws_param.json")):
+        skipped = [line for line in sim_figures.stderr.splitlines() if "skipped" in line and name in line]
+        assert len(skipped) == 1, sim_figures.stderr[-3000:]
+        assert missing in skipped[0]
+    assert "2 of 6 figures skipped" in sim_figures.stderr
 
 
-def test_rebuild_gives_identical_bytes(workdir, sim_figures):
-    directory = workdir / "results" / "sim" / "figures"
+@pytest.mark.parametrize("experiment, expected", [("sim", SIM_FIGURES), ("laws_param_sim", ["param_heatmaps"])])
+def test_rebuild_gives_identical_bytes(workdir, experiment, expected):
+    directory = workdir / "results" / experiment / "figures"
+    built = mixbench("figures", f"experiment={experiment}", cwd=workdir)
+    assert built.returncode == 0, built.stderr[-3000:]
     before = figure_files(directory)
+    assert sorted(before) == sorted(f"{stem}.{kind}" for stem in expected for kind in ("png", "pdf"))
     shutil.rmtree(directory)
 
-    rebuilt = mixbench("figures", "experiment=sim", cwd=workdir)
+    rebuilt = mixbench("figures", f"experiment={experiment}", cwd=workdir)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     after = figure_files(directory)
     assert sorted(after) == sorted(before)
@@ -288,3 +296,202 @@ def test_log_axis_labels_inside_range(low, high):
     assert len(inside) >= common.MIN_LABELLED_TICKS, ticks
     texts = [text for _, text in inside]
     assert len(set(texts)) == len(texts), ticks
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures that the law figure modules save, kept open so that tests can check what was drawn."""
+    common = figure_module("common")
+    figures = []
+
+    def save_and_keep(fig, out_dir, stem, formats=common.FORMATS):
+        figures.append(fig)
+        return common.save_figure(fig, out_dir, stem, formats)
+
+    for name in ("law_predictions", "param_heatmaps"):
+        monkeypatch.setattr(figure_module(name), "save_figure", save_and_keep)
+    return figures
+
+
+def suptitle_of(fig) -> str:
+    return fig._suptitle.get_text() if fig._suptitle is not None else ""
+
+
+def rendered_width(artist) -> float:
+    artist.figure.canvas.draw()
+    return artist.get_window_extent().width
+
+
+def write_predictions(path: Path, laws: list[str], targets: list[str], test_sets: dict[str, int]) -> list[dict]:
+    """Write a predictions CSV with `test_sets[name]` runs per law, target and test set, and return its rows."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for law in laws:
+        for target in targets:
+            for test_set, runs in test_sets.items():
+                for run in range(runs):
+                    actual = float(rng.uniform(2.0, 4.0))
+                    rows.append({"law": law, "target": target, "test_set": test_set, "run": f"run{run}",
+                                 "actual": actual, "predicted": actual + float(rng.normal(0.0, 0.1))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["law", "target", "test_set", "run", "actual", "predicted"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+TARGETS = [f"target {index:02d}" for index in range(17)]
+
+
+def test_one_law_title_fits(tmp_path, drawn):
+    experiment = "laws_table_with_a_long_folder_name"
+    write_predictions(tmp_path / experiment / "laws_predictions.csv", ["dml"], TARGETS[:3], {"held_out": 4})
+    paths = figure_module("law_predictions").build(tmp_path, experiment)
+
+    assert [path.name for path in paths] == ["law_predictions_laws.png", "law_predictions_laws.pdf"]
+    [fig] = drawn
+    assert [ax.get_visible() for ax in fig.axes] == [True]
+    title = suptitle_of(fig)
+    assert title.replace("\n", " ") == f"Held-out predictions of laws, {experiment}"
+    # On one line the title is wider than the 3.2-inch panel and would be cut off.
+    assert "\n" in title
+    assert rendered_width(fig._suptitle) <= fig.bbox.width
+
+
+@pytest.mark.parametrize("count", [13, 16])
+def test_target_legend_up_to_sixteen(tmp_path, drawn, count):
+    write_predictions(tmp_path / "laws" / "laws_predictions.csv", ["linear", "dml", "lgbm"], TARGETS[:count], {"held_out": 2})
+    figure_module("law_predictions").build(tmp_path, "laws")
+
+    [fig] = drawn
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    [legend] = fig.legends
+    assert [text.get_text() for text in legend.get_texts()] == TARGETS[:count]
+    assert rendered_width(legend) <= fig.bbox.width
+
+
+def test_target_legend_on_one_panel(tmp_path, drawn):
+    law_predictions = figure_module("law_predictions")
+    write_predictions(tmp_path / "laws" / "laws_predictions.csv", ["dml"], TARGETS[:16], {"held_out": 2})
+    law_predictions.build(tmp_path, "laws")
+
+    [fig] = drawn
+    [legend] = fig.legends
+    assert len(legend.get_texts()) == 16
+    assert rendered_width(legend) <= fig.bbox.width
+    # Sixteen names do not fit one row under a 3.2-inch panel. The figure grows for the further rows, so the panel keeps room.
+    assert fig.get_figheight() > law_predictions.PANEL_HEIGHT + 0.5
+
+
+def test_target_legend_dropped_beyond_sixteen(tmp_path, drawn, caplog):
+    write_predictions(tmp_path / "laws" / "laws_predictions.csv", ["linear", "dml"], TARGETS, {"held_out": 2, "cv": 2})
+    with caplog.at_level(logging.INFO):
+        figure_module("law_predictions").build(tmp_path, "laws")
+
+    [fig] = drawn
+    assert fig.legends == []
+    assert "has no target legend, because laws_predictions.csv has 17 targets" in caplog.text
+    # Each panel's own legend still names the test sets' markers.
+    for ax in fig.axes:
+        assert len(ax.get_legend().get_texts()) == 2
+
+
+@pytest.mark.parametrize("test_sets, title", [
+    ({"held_out": 3}, "Held-out predictions"),
+    ({"test_1m.csv": 3}, "Held-out predictions"),
+    ({"cv": 3}, "Cross-validated predictions"),
+    ({"held_out": 3, "cv": 5}, "Out-of-sample predictions"),
+    ({"test_1m.csv": 3, "cv": 5}, "Out-of-sample predictions"),
+])
+def test_title_names_kind_of_predictions(tmp_path, drawn, test_sets, title):
+    write_predictions(tmp_path / "laws" / "laws_predictions.csv", ["linear", "dml"], TARGETS[:3], test_sets)
+    figure_module("law_predictions").build(tmp_path, "laws")
+
+    [fig] = drawn
+    assert suptitle_of(fig).replace("\n", " ") == f"{title} of laws, laws"
+
+
+def test_test_sets_get_markers_and_mae(tmp_path, drawn):
+    rows = write_predictions(tmp_path / "laws" / "laws_predictions.csv", ["linear", "dml"], TARGETS[:3], {"held_out": 3, "cv": 5})
+    figure_module("law_predictions").build(tmp_path, "laws")
+
+    [fig] = drawn
+    for ax, law in zip(fig.axes, ["linear", "dml"]):
+        assert ax.get_title() == f"{law}: 24 predictions"
+        legend = ax.get_legend()
+        expected = []
+        for test_set, count in (("held_out", 9), ("cv", 15)):
+            errors = [abs(row["predicted"] - row["actual"]) for row in rows if row["law"] == law and row["test_set"] == test_set]
+            assert len(errors) == count
+            expected.append(f"{test_set} ({count}): MAE {np.mean(errors):.3g}")
+        assert [text.get_text() for text in legend.get_texts()] == expected
+        markers = [handle.get_marker() for handle in legend.legend_handles]
+        assert len(set(markers)) == 2
+        # One scatter point per prediction, each with its test set's marker.
+        assert len(ax.collections) == 24
+    # The legend below the panels names only the targets, because each panel's legend names the markers.
+    assert [text.get_text() for text in fig.legends[0].get_texts()] == TARGETS[:3]
+
+
+def test_param_heatmaps_of_sweep(workdir, drawn, caplog):
+    results = workdir / "results"
+    caplog.set_level(logging.INFO)
+    built = build_figures(results, "laws_param_sim", names=["param_heatmaps", "law_predictions"])
+
+    directory = results / "laws_param_sim" / "figures"
+    assert [path.name for path in built["param_heatmaps"]] == ["param_heatmaps.png", "param_heatmaps.pdf"]
+    assert_valid_png(directory / "param_heatmaps.png")
+    assert_valid_pdf(directory / "param_heatmaps.pdf")
+    assert built["law_predictions"] == []
+    assert "figure law_predictions skipped: no law predictions" in caplog.text
+
+    report = json.loads((results / "laws_param_sim" / "laws_param.json").read_text())
+    [fig] = drawn
+    assert len(fig.subfigs) == len(report["rounds"]) == 2
+    for subfigure, entry in zip(fig.subfigs, report["rounds"]):
+        assert suptitle_of(subfigure).startswith(f"round {entry['round']}, step {entry['step']}: a_sim {entry['a_sim']:.3f}")
+        # The simulator's rounds also compare both matrices with the true A^t.
+        assert f"{entry['a_sim_true']:.3f} ($A^t$)" in suptitle_of(subfigure)
+        heatmaps = [ax for ax in subfigure.axes if ax.images]
+        assert len(heatmaps) == 2
+        for ax, key in zip(heatmaps, ("method_A", "fitted_A")):
+            np.testing.assert_array_equal(ax.images[0].get_array(), np.asarray(entry[key]))
+            assert [label.get_text() for label in ax.get_xticklabels()] == report["domains"]
+            assert [label.get_text() for label in ax.get_yticklabels()] == report["eval_sets"]
+        # One colour scale per round, symmetric around 0, that spans both matrices.
+        limit = max(np.abs(entry["method_A"]).max(), np.abs(entry["fitted_A"]).max())
+        for ax in heatmaps:
+            assert ax.images[0].get_clim() == pytest.approx((-limit, limit))
+
+
+def param_round(index: int, domains: int) -> dict:
+    rng = np.random.default_rng(index)
+    return {"round": index, "step": 100 * index, "a_sim": 0.5, "b": 2.0, "children": [{}] * 8,
+            "method_A": rng.normal(size=(domains, domains)).tolist(), "fitted_A": rng.normal(size=(domains, domains)).tolist()}
+
+
+@pytest.mark.parametrize("domains, annotated", [(3, True), (8, False)])
+def test_param_heatmaps_cap_rounds(tmp_path, drawn, domains, annotated):
+    param_heatmaps = figure_module("param_heatmaps")
+    names = [f"domain{index}" for index in range(domains)]
+    report = {"domains": names, "eval_sets": names, "method": "doge", "seed": 0, "window": 30,
+              "rounds": [param_round(index, domains) for index in range(10)]}
+    (tmp_path / "param").mkdir()
+    (tmp_path / "param" / "laws_param.json").write_text(json.dumps(report))
+    param_heatmaps.build(tmp_path, "param")
+
+    [fig] = drawn
+    round_labels = [suptitle_of(subfigure).split(":")[0] for subfigure in fig.subfigs]
+    assert len(round_labels) == figure_module("a_heatmaps").MAX_ROUNDS == 6
+    assert round_labels[0] == "round 0, step 0"
+    assert round_labels[-1] == "round 9, step 900"
+    # Small matrices carry their values, because a shared scale can leave one of them faint.
+    texts = [len(ax.texts) for subfigure in fig.subfigs for ax in subfigure.axes if ax.images]
+    assert texts == [domains * domains if annotated else 0] * 12
+
+
+def test_param_heatmaps_need_report(tmp_path):
+    (tmp_path / "laws_static").mkdir()
+    with pytest.raises(figure_module("common").MissingInput, match=r"no parameter-accuracy report \(laws_param.json\) under"):
+        figure_module("param_heatmaps").build(tmp_path, "laws_static")
