@@ -14,16 +14,13 @@ so each seed of a benchmark draws different probes and two methods never share a
 """
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 
-import mixbench
 from mixbench.errors import ConfigError, MixtureError
 from mixbench.method import MethodContext, Observation, Probe, StaticMethod
+from mixbench.setting import MODEL_KEYS, model_file_settings
 from mixbench.simplex import epoch_caps
-
-MODEL_CONF_DIR = Path(mixbench.__file__).resolve().parents[1] / "conf" / "model"
 
 
 class ProbingMethod(StaticMethod):
@@ -118,17 +115,16 @@ def probe_model_overrides(probe_model, method: str) -> dict:
     if probe_model is None:
         return {}
     if isinstance(probe_model, str):
-        path = MODEL_CONF_DIR / f"{probe_model}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
-            raise ConfigError(
-                f"method {method}: probe_model={probe_model!r} names no file in {MODEL_CONF_DIR}; "
-                f"use one of {', '.join(known)}, a dict of model settings, or null for the main model."
-            )
-        from omegaconf import OmegaConf
-
-        return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+        try:
+            return model_file_settings(probe_model)
+        except ConfigError as error:
+            raise ConfigError(f"method {method}: probe_model={probe_model!r} is invalid: {error} Or give a dict of "
+                              f"model settings, or null for the main model.") from None
     if hasattr(probe_model, "items"):
+        unknown = [str(key) for key in probe_model if key not in MODEL_KEYS]
+        if unknown:
+            raise ConfigError(f"method {method}: probe_model sets {', '.join(unknown)}, which is not a model setting; "
+                              f"the settings are {', '.join(MODEL_KEYS)}.")
         return dict(probe_model)
     raise ConfigError(
         f"method {method}: probe_model={probe_model!r} is invalid; give a dict of model settings "

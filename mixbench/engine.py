@@ -503,9 +503,15 @@ def _train_probes(probes, method_name, setting, store, seed, train, extra, main)
 
     Every record is appended to `extra`, so the method's table row counts its compute.
     """
-    observations, specs = [], []
-    for probe in probes:
-        spec = setting.spec(seed, probe=probe, role=probe.role)
+    probes, specs = list(probes), []
+    # Every probe's settings are checked before the first one trains.
+    for number, probe in enumerate(probes, start=1):
+        try:
+            specs.append(setting.spec(seed, probe=probe, role=probe.role))
+        except ConfigError as error:
+            raise ConfigError(f"method {method_name}: {probe.role} run {number} of {len(probes)}: {error}") from None
+    observations = []
+    for probe, spec in zip(probes, specs):
         record, _ = store.get_or_run(spec, train, main=main)
         # The stored record keeps the role of the method that trained it first (the stratified run
         # is also DoReMi's reference), so the role of this use is set here.
@@ -515,7 +521,6 @@ def _train_probes(probes, method_name, setting, store, seed, train, extra, main)
         observations.append(
             Observation(np.asarray(spec.mixture), np.asarray(record["val_losses"]), run_id=spec.id, role=probe.role)
         )
-        specs.append(spec)
     return observations, specs
 
 

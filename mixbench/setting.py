@@ -48,13 +48,11 @@ class CorpusSetting:
     def spec(self, seed: int, *, mixture=None, method=None, probe: Probe | None = None, role: str = "final") -> RunSpec:
         model, train = dict(self.model), dict(self.train)
         if probe is not None:
-            model.update(probe.model)
-            train.update(probe.train)
+            model.update(probe_model_settings(probe.model, MODEL_KEYS))
+            train.update(probe_train_settings(probe.train, TRAIN_KEYS))
             if probe.steps is not None:
-                # A shorter probe keeps the main run's warmup fraction, not its warmup length.
-                fraction = int(probe.steps) / int(train["steps"])
-                train["warmup_steps"] = int(round(int(train["warmup_steps"]) * fraction))
-                train["steps"] = int(probe.steps)
+                train["warmup_steps"], train["steps"] = probe_schedule(probe.steps, train)
+            check_settings(model, train)
             mixture = probe.mixture
             seed = probe.seed if probe.seed is not None else seed
             if probe.role in UNTESTED_ROLES:
@@ -121,7 +119,54 @@ TRAIN_KEYS = (
     "sampling", "loss_normalization", "bf16", "eval_every", "eval_tokens", "test_tokens", "eval_batch_size",
     "checkpoint_every", "threads", "trackers", "tracker_dir",
 )
+MODEL_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 MODEL_KEYS = ("family", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "context", "dropout", "activation", "attention")
+
+
+def model_file_settings(name: str) -> dict:
+    """Return the settings of the model config file conf/model/<name>.yaml."""
+    from omegaconf import OmegaConf
+
+    path = MODEL_CONF_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(file.stem for file in MODEL_CONF_DIR.glob("*.yaml"))
+        raise ConfigError(f"model config {name!r} not found in {MODEL_CONF_DIR}; use one of {', '.join(known)}.")
+    return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+
+
+def probe_model_settings(model, known: tuple[str, ...] | None) -> dict:
+    """Return a probe's model overrides: `model` is a dict of model settings or the name of a conf/model file.
+
+    With `known`, a key outside it raises ConfigError, because the run would ignore it and train
+    the main model.
+    """
+    if isinstance(model, str):
+        return model_file_settings(model)
+    if not hasattr(model, "items"):
+        raise ConfigError(f"a probe's model={model!r} is invalid; give a dict of model settings, such as "
+                          f"{{'d_model': 64}}, or the name of a conf/model file, such as 'probe'.")
+    unknown = [str(key) for key in model if known is not None and key not in known]
+    if unknown:
+        raise ConfigError(f"a probe's model sets {', '.join(unknown)}, which is not a model setting; the settings are "
+                          f"{', '.join(known)}. To probe with a conf/model file, give its name, as in model='probe'.")
+    return dict(model)
+
+
+def probe_train_settings(train, known: tuple[str, ...]) -> dict:
+    """Return a probe's training overrides after checking that each key is a training setting of the run."""
+    unknown = [str(key) for key in train if key not in known]
+    if unknown:
+        raise ConfigError(f"a probe's train sets {', '.join(unknown)}, which is not a training setting here; "
+                          f"the settings are {', '.join(known)}.")
+    return dict(train)
+
+
+def probe_schedule(steps, train: dict) -> tuple[int, int]:
+    """Return (warmup steps, steps) of a probe of `steps` steps: the main run's warmup fraction, not its length."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError(f"a probe's steps={steps!r} is invalid; a probe run trains a whole number of steps >= 1.")
+    fraction = int(steps) / int(train["steps"])
+    return int(round(int(train["warmup_steps"]) * fraction)), int(steps)
 
 
 def check_settings(model: dict, train: dict) -> None:

@@ -1,11 +1,14 @@
 """The engine's handling of proxy runs: the retrain uses the proxy's mixture averaged over every step."""
 
+import json
+
 import numpy as np
 import pytest
 
 from mixbench.engine import run_method
-from mixbench.method import OnlineMethod, register, unregister
+from mixbench.method import OnlineMethod, Probe, StaticMethod, register, unregister
 from mixbench.runs import RunStore
+from mixbench.setting import model_file_settings
 from mixbench.sim.setting import SimSetting
 
 from test_conformance import SIM
@@ -86,3 +89,72 @@ def test_few_rounds_warn(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="mixbench.engine"):
         run_method(dict(config, update_steps=12), setting, RunStore(tmp_path / "twelve"), seed=0)
     assert "method aioli changes its mixture every 12 steps, so this run of 24 steps has only 2 round(s)" in caplog.text
+
+
+class ShortProbes(StaticMethod):
+    """A static method whose probes train a third of the run, with model and training overrides it is given."""
+
+    name = "test_short_probes"
+
+    def __init__(self, model=None, train=None):
+        self.model = model
+        self.train = train
+
+    def explore(self, context):
+        steps = context.total_steps // 3
+        return [Probe(mixture=row, steps=steps, model=self.model or {}, train=self.train or {}) for row in np.eye(context.m)]
+
+    def fit(self, observations, context):
+        self.losses_ = np.array([obs.losses.mean() for obs in observations])
+        return self
+
+    def optimize(self, context):
+        return np.eye(context.m)[int(np.argmin(self.losses_))]
+
+
+@pytest.fixture
+def short_probes():
+    register(ShortProbes)
+    yield ShortProbes
+    unregister(ShortProbes.name)
+
+
+def test_sim_short_probe_keeps_warmup_fraction(short_probes, tmp_path):
+    # 8 of 24 steps: the main run's 2 warmup steps become 1, as on the corpus.
+    result = run_method({"name": short_probes.name}, SimSetting(dict(SIM)), RunStore(tmp_path), seed=0)
+    probes = [run for run in result.extra if run["role"] == "probe"]
+    assert len(probes) == 3
+    specs = [json.loads((tmp_path / "runs" / run["id"] / "spec.json").read_text()) for run in probes]
+    assert [spec["train"]["warmup_steps"] for spec in specs] == [1, 1, 1]
+    assert [spec["train"]["steps"] for spec in specs] == [8, 8, 8]
+    # A probe shorter than the main run's warmup (100 of 300 steps) trains with its share of the warmup.
+    setting = SimSetting(dict(SIM, steps=300, warmup_steps=100))
+    result = run_method({"name": short_probes.name}, setting, RunStore(tmp_path / "long"), seed=0)
+    assert result.final["status"] == "complete"
+
+
+@pytest.mark.parametrize("probe, message", [
+    ({"train": {"stepz": 3}}, r"probe run 1 of 3: a probe's train sets stepz, which is not a training setting"),
+    ({"model": 3}, r"probe run 1 of 3: a probe's model=3 is invalid"),
+])
+def test_probe_settings_checked_before_training(short_probes, tmp_path, probe, message):
+    from mixbench.errors import ConfigError
+
+    store = RunStore(tmp_path)
+    with pytest.raises(ConfigError, match=rf"method {short_probes.name}: {message}"):
+        run_method({"name": short_probes.name, **probe}, SimSetting(dict(SIM)), store, seed=0)
+    assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_corpus_probe_model_checked(short_probes, tiny_setting, tmp_path):
+    from mixbench.errors import ConfigError
+
+    # A key that is not a model setting would be ignored, and the probe would train the main model.
+    with pytest.raises(ConfigError, match=r"a probe's model sets name, which is not a model setting; .* give its name, "
+                                          r"as in model='probe'"):
+        run_method({"name": short_probes.name, "model": {"name": "probe"}}, tiny_setting, RunStore(tmp_path), seed=0)
+    assert not list((tmp_path / "runs").glob("*"))
+    # The name of a conf/model file gives that file's settings.
+    spec = tiny_setting.spec(0, probe=Probe(mixture=np.full(3, 1 / 3), steps=4, model="probe"), role="probe")
+    assert spec.model["d_model"] == model_file_settings("probe")["d_model"]
+    assert spec.model["d_model"] != tiny_setting.model["d_model"]

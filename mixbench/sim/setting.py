@@ -12,6 +12,7 @@ import numpy as np
 from mixbench.errors import ConfigError
 from mixbench.method import MethodContext, Probe
 from mixbench.runs import RunSpec
+from mixbench.setting import probe_model_settings, probe_schedule, probe_train_settings
 from mixbench.sim.backend import SimBackend
 from mixbench.sim.make import make_world
 from mixbench.sim.metrics import a_sim, regret
@@ -74,10 +75,11 @@ class SimSetting:
         train["noise_draws"] = "per_run"
         model = {"kind": "simulated"}
         if probe is not None:
-            train.update({key: value for key, value in probe.train.items() if key in train})
+            train.update(probe_train_settings(probe.train, TRAIN_KEYS))
             if probe.steps is not None:
-                train["steps"] = int(probe.steps)
-            model.update(probe.model)
+                train["warmup_steps"], train["steps"] = probe_schedule(probe.steps, train)
+            # The simulator has no model, but a probe's model settings still tell its run apart.
+            model.update(probe_model_settings(probe.model, None))
             mixture = probe.mixture
             seed = probe.seed if probe.seed is not None else seed
         data = {"simulator": {key: self.config[key] for key in WORLD_KEYS} | {"world_seed": int(self.config["world_seed"]) + seed}}
