@@ -12,11 +12,14 @@ command and returns its result instead of printing only:
     paths = mb.figures(experiment="sim")           # {figure name: written files}
 
 Keyword arguments become `key=value` overrides (`method="natural"` is `method=natural`);
-`overrides` adds more, as Hydra override strings or as a {dotted key: value} mapping. Sweeps
+`overrides` adds more, as Hydra override strings or as a {dotted key: value} mapping. In `run`,
+`method` may also be a mapping of `name` and settings, and may name a registered method that
+has no config file (see `method_overrides`). Sweeps
 (`-m`) are not available here: loop in Python instead. Logging goes wherever the calling
 program configured it; `logging.basicConfig(level=logging.INFO)` shows the command line's lines.
 """
 
+import copy
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -25,7 +28,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixbench.cli import CONF_DIR, experiment_folder_hint, method_without_config, misspelt_keys, quiet_hydra_migration_warning
+from mixbench.cli import (
+    CONF_DIR,
+    experiment_folder_hint,
+    has_config,
+    method_without_config,
+    misspelt_keys,
+    quiet_hydra_migration_warning,
+    unknown_choices,
+)
 from mixbench.errors import ConfigError
 
 COMMAND_NAMES = ("prepare", "run", "benchmark", "table", "laws", "figures")
@@ -71,13 +82,55 @@ def override_strings(overrides: Overrides = None, **settings: Any) -> list[str]:
     return strings + [str(item) for item in overrides]
 
 
+def method_overrides(method: Any, overrides: list[str]) -> list[str]:
+    """Return the overrides that choose `method`: a method name, or a mapping of `name` and settings.
+
+    A name with a config file (in conf/method or a hydra.searchpath folder in `overrides`) picks
+    that file, as method=NAME does on the command line. A name without one, such as a method
+    registered in the calling script, replaces the method config with {name: NAME}, so its class
+    defaults apply. The mapping's other keys set or add the method's settings.
+    """
+    if isinstance(method, str):
+        method = {"name": method}
+    if not isinstance(method, Mapping) or not isinstance(method.get("name"), str) or not method["name"]:
+        raise ConfigError(f"method={method!r} is invalid; give a method name, or a mapping such as "
+                          f"{{'name': 'fixed', 'mixture': [0.5, 0.5]}} with its settings.")
+    name = method["name"]
+    if has_config("method", name, overrides):
+        chosen = [f"method={override_value(name)}"]
+    else:
+        chosen = ["~method", f"+method.name={override_value(name)}"]
+    # ++ sets a setting that the config file lists and adds one that it leaves to the class default.
+    settings = [f"++method.{key}={override_value(value)}" for key, value in method.items() if key != "name"]
+    return chosen + settings
+
+
 def compose_config(command: str, overrides: Overrides = None, **settings: Any) -> DictConfig:
     """Return the config that `mixbench <command> <overrides>` would run with."""
+    return _without_hydra(_compose(command, overrides, **settings))
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """Return a copy of `cfg` without its `hydra` node, as a task receives it from the command line."""
+    from omegaconf import flag_override
+
+    task_cfg = copy.deepcopy(cfg)
+    with flag_override(task_cfg, ["readonly", "struct"], [False, False]):
+        del task_cfg["hydra"]
+    return task_cfg
+
+
+def _compose(command: str, overrides: Overrides = None, **settings: Any) -> DictConfig:
+    """Return the config of `mixbench <command> <overrides>` with its `hydra` node (search path, runtime choices)."""
     from hydra import compose, initialize_config_dir
 
     if command not in COMMAND_NAMES:
         raise ConfigError(f"command {command!r} is unknown; use one of {', '.join(COMMAND_NAMES)}.")
+    # Only `mixbench run` has a method group, so other commands pass method= to Hydra, which rejects it.
+    method = settings.pop("method", None) if command == "run" else None
     strings = override_strings(overrides, **settings)
+    if method is not None:
+        strings = method_overrides(method, strings) + strings
     # Hydra 1.4 warns that `version_base` is deprecated; mixbench pins 1.3 semantics on purpose, as
     # the command line does. The filter is local, so the caller's warning settings stay as they are.
     from hydra.errors import HydraException
@@ -86,17 +139,32 @@ def compose_config(command: str, overrides: Overrides = None, **settings: Any) -
         quiet_hydra_migration_warning()
         try:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=f"mixbench_{command}"):
-                return compose(config_name=command, overrides=strings)
+                return compose(config_name=command, overrides=strings, return_hydra_config=True)
         except HydraException as error:
             # The command line prints the same hints after Hydra's message.
-            hints = [*misspelt_keys(command, strings), *method_without_config(strings), *experiment_folder_hint(strings)]
+            hints = [*misspelt_keys(command, strings), *unknown_choices(strings), *method_without_config(strings),
+                     *experiment_folder_hint(strings)]
             raise ConfigError(" ".join([str(error).strip(), *hints])) from error
 
 
 def _call(command: str, overrides: Overrides, settings: dict[str, Any]):
+    """Run the command's task as the command line does, with Hydra's runtime config set while it runs.
+
+    The commands read it for the folders on hydra.searchpath (a plugin's method/NAME.yaml) and for
+    the config file chosen for each group.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
     from mixbench import commands
 
-    return commands.TASKS[command](compose_config(command, overrides, **settings))
+    full = _compose(command, overrides, **settings)
+    cfg = _without_hydra(full)
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(full)
+    try:
+        return commands.TASKS[command](cfg)
+    finally:
+        HydraConfig.instance().cfg = previous
 
 
 def prepare(overrides: Overrides = None, **settings: Any):

@@ -67,6 +67,7 @@ class StepHook(Protocol):
     mixture from the next batch on. Returning None keeps the mixture unchanged.
     """
 
+    # Optional: a hook without `requires` requests no statistics.
     requires: frozenset[str]
     # Optional: `gradient_target` (see TRAIN_TARGET above); a hook without it gets None.
 

@@ -62,13 +62,15 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def command_help(command: str) -> str:
-    groups = sorted(path.name for path in CONF_DIR.iterdir() if path.is_dir() and path.name != "hydra")
+def command_help(command: str, overrides: list[str] = ()) -> str:
+    """Return the help of `command`, whose config groups include the options on hydra.searchpath in `overrides`."""
+    groups = sorted({path.name for folder in config_folders(list(overrides)) if folder.is_dir()
+                     for path in folder.iterdir() if path.is_dir() and path.name != "hydra"})
     lines = [f"usage: mixbench {command} [Hydra overrides]", "", COMMANDS[command], "", "examples:"]
     lines += [f"  {example}" for example in EXAMPLES[command]]
     lines += ["", "config groups (pick one with group=option):"]
     for group in groups:
-        options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+        options = group_options(group, list(overrides))
         lines.append(f"  {group:<11} {', '.join(options)}")
     lines += [
         "",
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixbench: unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     if "--help" in overrides or "-h" in overrides:
-        print(command_help(command))
+        print(command_help(command, overrides))
         return 0
     if not CONF_DIR.is_dir():
         print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
@@ -119,11 +121,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _has_config(group: str, name: str, overrides: list[str]) -> bool:
+def searchpath_overrides(overrides: list[str]) -> list[str]:
+    """Return the `hydra.searchpath=[...]` overrides among `overrides` (also with a leading + or ++)."""
+    return [item for item in overrides if item.lstrip("+").startswith("hydra.searchpath=")]
+
+
+def config_folders(overrides: list[str]) -> list[Path]:
+    """Return the package's conf folder, then each file:// folder on hydra.searchpath in `overrides`.
+
+    A relative folder is relative to the current directory, as Hydra reads it.
+    """
+    folders = [CONF_DIR]
+    for item in searchpath_overrides(overrides):
+        for entry in item.split("=", 1)[1].strip("[]").split(","):
+            entry = entry.strip().strip("'\"")
+            # Hydra also takes pkg:// entries, which name packages, not folders.
+            if entry and (entry.startswith("file://") or "://" not in entry):
+                folders.append(Path(entry.removeprefix("file://")))
+    return folders
+
+
+def has_config(group: str, name: str, overrides: list[str]) -> bool:
     """Return whether group/name.yaml exists in the package's conf or a folder on hydra.searchpath."""
-    searched = [CONF_DIR] + [Path(entry.strip().removeprefix("file://")) for item in overrides
-                             if item.startswith("hydra.searchpath=") for entry in item.split("=", 1)[1].strip("[]").split(",")]
-    return any((folder / group / f"{name}.yaml").exists() for folder in searched)
+    return any((folder / group / f"{name}.yaml").exists() for folder in config_folders(overrides))
+
+
+def group_options(group: str, overrides: list[str]) -> list[str]:
+    """Return the options of config group `group` in the package's conf and the folders on hydra.searchpath."""
+    return sorted({path.stem for folder in config_folders(overrides) for path in (folder / group).glob("*.yaml")})
 
 
 def unknown_choices(overrides: list[str]) -> list[str]:
@@ -131,12 +156,13 @@ def unknown_choices(overrides: list[str]) -> list[str]:
     lines = []
     for item in overrides:
         group, _, value = item.partition("=")
-        folder = CONF_DIR / group
-        if not value or "." in group or group.startswith(("+", "~", "-", "hydra")) or not folder.is_dir():
+        if not value or "." in group or group.startswith(("+", "~", "-", "hydra")):
             continue
-        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        options = group_options(group, overrides)
+        if not options:
+            continue
         for name in value.split(","):
-            if _has_config(group, name, overrides):
+            if has_config(group, name, overrides):
                 continue
             close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
             hint = f" Did you mean {' or '.join(f'{group}={option}' for option in close)}?" if close else ""
@@ -147,7 +173,7 @@ def unknown_choices(overrides: list[str]) -> list[str]:
 def experiment_folder_hint(overrides: list[str]) -> list[str]:
     """Point `experiment=NAME` without a config file to `experiment.name=NAME`, which names a results folder."""
     names = [item.split("=", 1)[1] for item in overrides if item.startswith("experiment=")]
-    if not names or _has_config("experiment", names[0], overrides):
+    if not names or has_config("experiment", names[0], overrides):
         return []
     return [
         f"experiment={names[0]} picks a config file from conf/experiment; to read or write the results folder "
@@ -161,7 +187,7 @@ def method_without_config(overrides: list[str]) -> list[str]:
     if not chosen:
         return []
     name = chosen[0].split(",")[0]
-    if _has_config("method", name, overrides):
+    if has_config("method", name, overrides):
         return []
     plugins = [item.split("=", 1)[1].strip("[]") for item in overrides if item.startswith("plugins=")]
     try:
@@ -177,8 +203,9 @@ def method_without_config(overrides: list[str]) -> list[str]:
         return []
     return [
         f"method {name} is registered, but mixbench run needs its config file method/{name}.yaml: put one in a "
-        f"folder's conf/method/ and pass hydra.searchpath=[file://FOLDER/conf] (see docs/adding-a-method.md), or run "
-        f"it with its class defaults in mixbench benchmark 'experiment.methods=[{name}]'."
+        f"folder's conf/method/ and pass hydra.searchpath=[file://FOLDER/conf] (see docs/adding-a-method.md). "
+        f"Without a file, choose it with its class defaults as method.name={name} (settings: +method.KEY=VALUE), "
+        f"or run it in mixbench benchmark 'experiment.methods=[{name}]'."
     ]
 
 
@@ -195,7 +222,8 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
     context = f" with {' '.join(swept)}" if swept else ""
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name=command, overrides=choices)
+            # With the search path, a plugin's config files (method/NAME.yaml) are found as in the command.
+            cfg = compose(config_name=command, overrides=[*choices, *searchpath_overrides(overrides)])
     except Exception:  # noqa: BLE001 - the choices themselves may be what failed; Hydra has said why
         return []
     lines = []

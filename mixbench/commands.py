@@ -7,12 +7,13 @@ conf/ by `hydra.compose` (inside `hydra.initialize_config_dir`), for example `ru
 import importlib
 import logging
 import os
+import traceback
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from mixbench.engine import run_method, save_method_result, setting_identity, setting_label
-from mixbench.errors import ConfigError, RunFailedError, unknown_name_error
+from mixbench.errors import ConfigError, MixbenchError, RunFailedError, unknown_name_error
 from mixbench.method import available_methods, build_method, get_method_class
 from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, mixed_budgets, render_markdown, write_tables
 from mixbench.runs import RunStore, folder_lock, write_json_atomic
@@ -31,14 +32,71 @@ def _plain(node) -> dict:
 
 def load_plugins(cfg) -> None:
     """Import the modules named in `plugins`, so that methods they register can be used by name."""
-    for module in cfg.get("plugins") or []:
+    for module in plugin_modules(cfg.get("plugins")):
+        if module.endswith(".py") or module.startswith(".") or "/" in module or "\\" in module:
+            raise ConfigError(
+                f"plugins=[{module}] names a file, but plugins takes module names, as `import` does. Pass "
+                f"plugins=[{Path(module).stem}] with the module's folder on PYTHONPATH."
+            )
         try:
             importlib.import_module(module)
-        except ImportError as error:
-            raise ConfigError(
-                f"plugin module {module!r} could not be imported ({error}); put its folder on PYTHONPATH "
-                f"or install it, then pass plugins=[{module}]."
-            ) from None
+        except MixbenchError:
+            # The registry's own errors (a name taken, a required method missing) name the class already.
+            raise
+        except ModuleNotFoundError as error:
+            if not _names_module(error.name, module):
+                raise ConfigError(_plugin_failed(module, error)) from error
+            raise ConfigError(_plugin_not_found(module, error)) from None
+        except Exception as error:  # noqa: BLE001 - a plugin may raise anything while it runs; say where
+            raise ConfigError(_plugin_failed(module, error)) from error
+
+
+def plugin_modules(value) -> list[str]:
+    """Return the module names of a `plugins` setting: a list, or one name given without brackets."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    modules = list(value)
+    invalid = [item for item in modules if not isinstance(item, str) or not item.strip()]
+    if invalid:
+        raise ConfigError(f"plugins={modules!r} contains {invalid!r}, which are not module names; give plugins=[MODULE,...].")
+    return modules
+
+
+def _names_module(missing: str | None, module: str) -> bool:
+    """Return whether a ModuleNotFoundError for `missing` means that `module` itself (or a parent package) is absent."""
+    return missing is not None and (module == missing or module.startswith(missing + "."))
+
+
+def _plugin_not_found(module: str, error: ModuleNotFoundError) -> str:
+    return (f"plugin module {module!r} could not be imported ({error}); put its folder on PYTHONPATH or install it, "
+            f"then pass plugins=[{module}].")
+
+
+def _plugin_failed(module: str, error: BaseException) -> str:
+    """Describe an error raised while a plugin module ran, with the file and line that raised it."""
+    location = _raised_at(error)
+    where = f" at {location}" if location else ""
+    return (f"plugin module {module!r} was found, but importing it failed{where}: {type(error).__name__}: {error}. "
+            f"Fix the plugin, then run the command again.")
+
+
+def _raised_at(error: BaseException) -> str:
+    """Return 'FILE, line N' where `error` was raised, and the plugin's line that led there when it differs."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{error.filename}, line {error.lineno}"
+    # The first frame is load_plugins itself. Frames in importlib (some named <frozen ...>) are the import machinery.
+    machinery = str(Path(importlib.__file__).parent)
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)[1:]
+              if not frame.filename.startswith(("<frozen", machinery))]
+    if not frames:
+        return ""
+    raised, plugin = frames[-1], frames[0]
+    location = f"{raised.filename}, line {raised.lineno}"
+    if plugin is not raised:
+        location += f" (reached from {plugin.filename}, line {plugin.lineno})"
+    return location
 
 
 def _set_threads(train) -> None:
@@ -93,15 +151,45 @@ def method_config(name: str, overrides: dict | None = None) -> dict:
     then in the folders given as `hydra.searchpath=[file://DIR]`, so a plugin's own config
     file applies to `mixbench benchmark` too.
     """
-    for folder in _config_folders():
-        path = folder / "method" / f"{name}.yaml"
-        if path.exists():
-            config = _plain(OmegaConf.load(path))
-            break
-    else:
+    path = _method_file(name)
+    if path is None:
         config = {"name": name}
+    else:
+        config = _plain(OmegaConf.load(path))
+        if not config.get("name"):
+            raise ConfigError(_unnamed_method_file(path, name))
     config.update(overrides or {})
     return config
+
+
+def _method_file(choice: str) -> Path | None:
+    """Return the method/CHOICE.yaml that Hydra picks for method=CHOICE, or None when there is none."""
+    for folder in _config_folders():
+        path = folder / "method" / f"{choice}.yaml"
+        if path.exists():
+            return path
+    return None
+
+
+def _unnamed_method_file(path: Path | str, choice: str) -> str:
+    known = available_methods()
+    if choice in known:
+        return f"the config file {path} has no `name:` key; add the line `name: {choice}`, the name of the method it configures."
+    return (f"the config file {path} has no `name:` key; add a line `name: NAME` with the name of the method it "
+            f"configures (registered methods: {', '.join(known)}).")
+
+
+def _run_method_config(cfg) -> dict:
+    """Return `cfg.method` as a dict; raise ConfigError naming the config file when it has no `name:` key."""
+    config = _plain(cfg.method)
+    if config.get("name"):
+        return config
+    from hydra.core.hydra_config import HydraConfig
+
+    choice = HydraConfig.get().runtime.choices.get("method") if HydraConfig.initialized() else None
+    if not choice:
+        raise ConfigError("the method config has no `name`; choose a method with method=NAME (for example method=stratified).")
+    raise ConfigError(_unnamed_method_file(_method_file(choice) or f"method/{choice}.yaml", choice))
 
 
 def _config_folders() -> list[Path]:
@@ -119,9 +207,9 @@ def run(cfg):
     """Run one method end to end and save its result under results_dir/<experiment.name>."""
     _set_threads(cfg.train)
     load_plugins(cfg)
-    store = RunStore(cfg.results_dir)
-    config = _plain(cfg.method)
+    config = _run_method_config(cfg)
     method = build_method(config)
+    store = RunStore(cfg.results_dir)
     kind = _experiment_kind(cfg.experiment)
     directory = Path(cfg.results_dir) / cfg.experiment.name
     _check_same_kind(directory, kind)

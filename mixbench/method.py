@@ -12,6 +12,7 @@ As in scikit-learn, `__init__` only stores hyperparameters under their config na
 `get_params()` can rebuild the method and the run store can hash it.
 """
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mixbench.backend import StepHook
+from mixbench.backend import DOMAIN_GRADIENTS, KNOWN_REQUIREMENTS, REFERENCE_LOSS, StepHook
 from mixbench.errors import ConfigError, unknown_name_error
 
 
@@ -49,7 +50,7 @@ class Probe:
 
     For a static method it is a whole probe run, trained once and cached in the run store,
     optionally with a smaller model or fewer steps (`model` and `train` are overrides of the
-    main run's settings). For an online method it is a sub-round of `steps` training steps
+    main run's settings, and `model` may also name a conf/model file, such as "probe"). For an online method it is a sub-round of `steps` training steps
     on the live model, followed by a validation pass.
     """
 
@@ -95,7 +96,10 @@ class MixingMethod:
 
     def optimize(self, context: MethodContext) -> np.ndarray:
         """Return the mixture to train on next."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__qualname__} does not implement optimize(self, context); every mixing method must "
+            f"override it to return the mixture to train on next."
+        )
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -107,8 +111,23 @@ class MixingMethod:
         ]
 
     def get_params(self) -> dict[str, Any]:
-        """Return the hyperparameters, read back from the attributes `__init__` stored."""
-        return {name: getattr(self, name) for name in self.param_names()}
+        """Return the hyperparameters, read back from the attributes `__init__` stored.
+
+        Raise ConfigError when `__init__` did not store a setting under its own name.
+        """
+        params = {}
+        for name in self.param_names():
+            try:
+                params[name] = getattr(self, name)
+            except AttributeError:
+                cls = type(self)
+                stored = ", ".join(vars(self)) or "nothing"
+                raise ConfigError(
+                    f"method {cls.name!r} ({cls.__module__}.{cls.__qualname__}) has no attribute {name!r} after "
+                    f"__init__, which stored: {stored}. Its __init__ must store each setting under its own name "
+                    f"(self.{name} = {name}), so that get_params() can read the settings back."
+                ) from None
+        return params
 
     def run_params(self, context: MethodContext) -> dict[str, Any]:
         """Return the settings that identify this method: `get_params()`.
@@ -118,6 +137,15 @@ class MixingMethod:
         change in how they are filled trains a new run instead of reusing an old record.
         """
         return self.get_params()
+
+    @classmethod
+    def test_settings(cls, domains: tuple[str, ...]) -> dict[str, Any]:
+        """Return the settings the conformance tests build the method with, for short runs on `domains`.
+
+        The default, {}, keeps the config defaults. A method overrides it when a default cannot run
+        on the tests' three domains, such as a setting that names a domain of the real corpus.
+        """
+        return {}
 
     def fitted_state(self) -> dict[str, Any]:
         """Return the learned attributes (names ending in `_`), for the run record."""
@@ -147,10 +175,17 @@ class OnlineMethod(MixingMethod):
     kind = "online"
     trains_proxy: ClassVar[bool] = False
     by_loss_weights: ClassVar[bool] = False
+    # The statistics that a method acting as its own step hook requests from the backend
+    # (REFERENCE_LOSS or DOMAIN_GRADIENTS). By default it requests none, so the hook receives per-domain training losses only.
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def round_steps(self) -> int:
-        raise NotImplementedError
+        """The number of training steps in each round."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} does not define round_steps; every online method must override it with "
+            f"a property that returns the number of training steps in each round."
+        )
 
     def initial_mixture(self, context: MethodContext) -> np.ndarray:
         return np.full(context.m, 1.0 / context.m)
@@ -180,7 +215,11 @@ _REGISTRY: dict[str, type[MixingMethod]] = {}
 
 
 def register(cls: type[MixingMethod]) -> type[MixingMethod]:
-    """Add a method class to the registry under its `name`. Use as a class decorator."""
+    """Add a method class to the registry under its `name`. Use as a class decorator.
+
+    Raise ConfigError for a class that could only fail later: a name taken by another class, a
+    required member not overridden, a setting named like a base-class member, an invalid `requires`.
+    """
     if not (isinstance(cls, type) and issubclass(cls, MixingMethod)):
         raise ConfigError(f"{cls!r} is not a subclass of mixbench.method.MixingMethod and cannot be registered.")
     if not cls.name:
@@ -195,8 +234,92 @@ def register(cls: type[MixingMethod]) -> type[MixingMethod]:
             f"method name {cls.name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
             f"give {cls.__module__}.{cls.__qualname__} another name."
         )
+    # A setting named round_steps also leaves round_steps not overridden, and its own error is the clearer one.
+    _check_setting_names(cls)
+    _check_overrides(cls)
+    _check_requires(cls)
     _REGISTRY[cls.name] = cls
     return cls
+
+
+# The members that a concrete method must override, with the base class that declares each.
+_REQUIRED = {
+    "optimize": (MixingMethod, "optimize(self, context), which returns the mixture to train on next"),
+    "round_steps": (OnlineMethod, "round_steps, a property that returns the number of training steps in each round"),
+}
+_BASES = (MixingMethod, StaticMethod, OnlineMethod, object)
+
+
+def _describe(cls: type) -> str:
+    return f"method {cls.name!r} ({cls.__module__}.{cls.__qualname__})"
+
+
+def _check_overrides(cls: type[MixingMethod]) -> None:
+    """Raise ConfigError when `cls` inherits a required member unchanged, naming a near miss such as `optimise`."""
+    missing = [name for name, (base, _) in _REQUIRED.items()
+               if issubclass(cls, base) and inspect.getattr_static(cls, name) is vars(base)[name]]
+    if not missing:
+        return
+    own = [name for klass in cls.__mro__ if klass not in _BASES for name in vars(klass) if not name.startswith("__")]
+    parts = []
+    for name in missing:
+        part = _REQUIRED[name][1]
+        close = difflib.get_close_matches(name, own, n=1, cutoff=0.75)
+        if close:
+            part += f" (the class defines {close[0]}: rename it to {name})"
+        parts.append(part)
+    pronoun = "them" if len(missing) > 1 else "it"
+    raise ConfigError(f"{_describe(cls)} does not override {' and '.join(parts)}. Define {pronoun} in the class.")
+
+
+def _check_setting_names(cls: type[MixingMethod]) -> None:
+    """Raise ConfigError for a setting of `__init__` named like a member of the mixbench base classes.
+
+    `__init__` could not store it under its own name: a property has no setter, and an instance
+    attribute would hide the base class's method or change how mixbench runs the method.
+    """
+    for setting in cls.param_names():
+        for base in (OnlineMethod, StaticMethod, MixingMethod):
+            if not issubclass(cls, base) or setting not in vars(base) or setting.startswith("__"):
+                continue
+            member = vars(base)[setting]
+            if isinstance(member, property):
+                member_kind = "property"
+            elif callable(member) or isinstance(member, (classmethod, staticmethod)):
+                member_kind = "method"
+            else:
+                member_kind = "class attribute"
+            advice = " (for example steps_per_round) and return it from round_steps" if setting == "round_steps" else ""
+            raise ConfigError(
+                f"{_describe(cls)} has a setting {setting!r}, which is the name of {base.__name__}'s {member_kind} {setting}, "
+                f"so __init__ cannot store it as self.{setting}. Rename the setting in __init__ and in the method's "
+                f"config file{advice}."
+            )
+
+
+def _check_requires(cls: type[MixingMethod]) -> None:
+    """Raise ConfigError for an online method's `requires` that the backends cannot provide."""
+    if not issubclass(cls, OnlineMethod):
+        return
+    requires = inspect.getattr_static(cls, "requires")
+    if isinstance(requires, property):
+        # A property is computed per instance, so the backend checks its value before the first step.
+        return
+    known = ", ".join(sorted(KNOWN_REQUIREMENTS))
+    example = "requires = frozenset({DOMAIN_GRADIENTS}), with the name imported from mixbench.backend"
+    if not isinstance(requires, (set, frozenset, tuple, list)) or not all(isinstance(item, str) for item in requires):
+        raise ConfigError(
+            f"{_describe(cls)} has requires={requires!r}; give a frozenset of the statistics its step hook needs "
+            f"({known}), for example {example}, or frozenset() for none."
+        )
+    unknown = sorted(set(requires) - KNOWN_REQUIREMENTS)
+    if unknown:
+        raise ConfigError(f"{_describe(cls)} requires {', '.join(unknown)}, which no backend provides; the known statistics are {known}.")
+    if {REFERENCE_LOSS, DOMAIN_GRADIENTS} <= set(requires):
+        raise ConfigError(
+            f"{_describe(cls)} requires both {REFERENCE_LOSS} and {DOMAIN_GRADIENTS}, which the backends do not "
+            f"compute in the same step; request one of them."
+        )
 
 
 def unregister(name: str) -> None:
@@ -240,7 +363,7 @@ def build_method(config: dict[str, Any]) -> MixingMethod:
         )
     config = _checked_values(name, cls, config)
     try:
-        return cls(**config)
+        method = cls(**config)
     except ConfigError:
         raise
     except (TypeError, ValueError) as error:
@@ -250,6 +373,9 @@ def build_method(config: dict[str, Any]) -> MixingMethod:
             f"method {name!r} could not be built: {cls.__module__}.{cls.__qualname__}({config}) raised "
             f"{type(error).__name__}: {error}. Its __init__ should only store its settings under their names."
         ) from error
+    # A setting stored under another name fails here, before anything trains.
+    method.get_params()
+    return method
 
 
 def _checked_values(name: str, cls: type, config: dict[str, Any]) -> dict[str, Any]:

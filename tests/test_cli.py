@@ -68,6 +68,25 @@ def test_misspelt_setting_gets_a_suggestion(tmp_path):
     assert "use experiment.name=walks instead" in result.stderr
 
 
+def test_plugin_config_folder_gets_the_same_hints(tmp_path):
+    (tmp_path / "conf" / "method").mkdir(parents=True)
+    (tmp_path / "conf" / "method" / "upweight.yaml").write_text("name: upweight\nfactor: 2.0\n")
+    # A relative search path folder is relative to the current directory.
+    result = mixbench("run", "method=upwieght", "hydra.searchpath=[file://conf]", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "mixbench: method=upwieght has no config file method/upwieght.yaml. Did you mean method=upweight?" in result.stderr
+    assert "regmix, skill_it, stratified, upweight." in result.stderr
+    # The plugin's config file decides which keys its method has.
+    result = mixbench("run", "method=upweight", "method.factr=3", "hydra.searchpath=[file://conf]", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "mixbench: method.factr is not a setting of mixbench run; did you mean method.factor?" in result.stderr
+    result = mixbench("run", "method=upweight", "method.eta=1", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", cwd=tmp_path)
+    assert "mixbench: method.eta is not a setting of mixbench run; method upweight takes factor." in result.stderr
+    result = mixbench("run", "--help", "hydra.searchpath=[file://conf]", cwd=tmp_path)
+    assert "regmix, skill_it, stratified, upweight" in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
 def test_plugin_method_without_config_file_is_explained(tmp_path):
     (tmp_path / "heavy.py").write_text(
         "import numpy as np\nfrom mixbench.method import StaticMethod, register\n\n\n@register\n"
@@ -79,6 +98,11 @@ def test_plugin_method_without_config_file_is_explained(tmp_path):
     result = subprocess.run(arguments, cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600)
     assert result.returncode == 1
     assert "method first_heavy is registered, but mixbench run needs its config file method/first_heavy.yaml" in result.stderr
+    assert "choose it with its class defaults as method.name=first_heavy (settings: +method.KEY=VALUE)" in result.stderr
+    arguments = [*arguments[:5], "method.name=first_heavy", "experiment=sim", "sim.steps=40", "sim.eval_every=20", "sim.warmup_steps=4"]
+    result = subprocess.run(arguments, cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "first_heavy seed 0: final mean loss" in result.stderr
 
 
 def test_benchmark_then_table_rebuilds_identically(text_folders, tmp_path):

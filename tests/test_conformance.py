@@ -19,6 +19,13 @@ SHORT_RUNS = {
     "aioli": {"update_steps": 6, "lp_rounds": 1, "lp_steps": 1},
     "doge": {"lr": 3e-3},
 }
+
+
+def short_run_settings(name: str, domains) -> dict:
+    """Return the settings of a method's short test runs: its own `test_settings`, then SHORT_RUNS."""
+    return {**get_method_class(name).test_settings(tuple(domains)), **SHORT_RUNS.get(name, {})}
+
+
 SIM = {
     "domains": 3, "world_seed": 0, "prerequisites": False, "asymmetry": 0.3, "interference": 0.15, "step_size": 0.05,
     "steps": 24, "tokens_per_step": 1024, "eval_noise": 0.001, "train_noise": 0.0, "warmup_steps": 2, "min_lr_ratio": 0.1,
@@ -58,7 +65,7 @@ def _check_fit_contract(cls, monkeypatch):
 
 def _run_twice(name, setting, tmp_path, monkeypatch):
     _check_fit_contract(get_method_class(name), monkeypatch)
-    config = method_config(name, SHORT_RUNS.get(name))
+    config = method_config(name, short_run_settings(name, setting.domains))
     before = build_method(config).get_params()
     first = run_method(config, setting, RunStore(tmp_path / "first"), seed=0)
     second = run_method(config, setting, RunStore(tmp_path / "second"), seed=0)

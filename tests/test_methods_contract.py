@@ -31,9 +31,14 @@ CONTEXT = MethodContext(
 CONFIGURED = {"fixed": {"mixture": [0.2, 0.3, 0.5]}}
 
 
+def contract_settings(name: str) -> dict:
+    """Return the settings a method is built with here: its own `test_settings` on CONTEXT's domains, then CONFIGURED."""
+    return {**get_method_class(name).test_settings(CONTEXT.domains), **CONFIGURED.get(name, {})}
+
+
 @pytest.mark.parametrize("name", available_methods())
 def test_init_only_stores_hyperparameters(name):
-    method = build_method(method_config(name, CONFIGURED.get(name)))
+    method = build_method(method_config(name, contract_settings(name)))
     params = method.get_params()
     assert set(params) == set(type(method).param_names())
     # __init__ stores nothing learned, and nothing under another name.
@@ -45,7 +50,7 @@ def test_init_only_stores_hyperparameters(name):
 
 @pytest.mark.parametrize("name", available_methods())
 def test_static_methods_fit_returns_self_and_optimize_is_on_simplex(name):
-    method = build_method(method_config(name, CONFIGURED.get(name)))
+    method = build_method(method_config(name, contract_settings(name)))
     if method.kind != "static" or method.explore(CONTEXT):
         pytest.skip("needs probe runs; covered by the simulator conformance test")
     assert method.fit([], CONTEXT) is method
@@ -127,6 +132,9 @@ def test_method_whose_init_raises_is_named():
         def __init__(self):
             # Computes in __init__, against the contract, and fails while doing so.
             self.missing_attribute.append(1)
+
+        def optimize(self, context):
+            return np.full(context.m, 1.0 / context.m)
 
     try:
         with pytest.raises(ConfigError, match=r"method 'test_broken_init' could not be built: .*Broken\(\{\}\) raised AttributeError"):

@@ -210,7 +210,8 @@ class HarnessBackend:
                 f"training {steps} steps from step {self.step} would pass the budget of {self.total_steps} steps; "
                 f"exploration must fit inside the training budget."
             )
-        requires = frozenset(hook.requires) if hook is not None else frozenset()
+        # A hook without `requires` requests no statistics, as on the simulator.
+        requires = frozenset(getattr(hook, "requires", frozenset()))
         unknown = requires - KNOWN_REQUIREMENTS
         if unknown:
             raise ConfigError(
