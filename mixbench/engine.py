@@ -174,7 +174,7 @@ def execute_run(
             # Train up to the next evaluation, checkpoint or round boundary.
             stop = _next_stop(backend.step, backend.total_steps, eval_every, checkpoint_every, round_steps)
             stop = min(stop, backend.step + chunk)
-            hook = method.step_hook(context) if method is not None else None
+            hook = _step_hook(method, context)
             by_weights = method.by_loss_weights if method is not None else False
             # A round may itself train (Aioli's exploration), so the trained steps start here.
             trained_from = backend.step
@@ -496,6 +496,17 @@ def _prepare_online(method_config, setting, store, seed, context, train, extra, 
     online.use_prerequisites(observations, context)
     reference = next(((spec, store.run_dir(spec)) for spec in specs if spec.role == "reference"), None)
     return online, reference
+
+
+def _step_hook(method, context):
+    """Return the method's step hook for the next steps, or None; raise ConfigError for one without `update`."""
+    hook = method.step_hook(context) if method is not None else None
+    if hook is not None and not callable(getattr(hook, "update", None)):
+        raise ConfigError(
+            f"method {method.name!r}: step_hook returned {type(hook).__qualname__}, which has no update(stats, "
+            f"mixture) method; define update on it, returning the new mixture or None, or return None from step_hook."
+        )
+    return hook
 
 
 def _train_probes(probes, method_name, setting, store, seed, train, extra, main):

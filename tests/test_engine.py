@@ -158,3 +158,31 @@ def test_corpus_probe_model_checked(short_probes, tiny_setting, tmp_path):
     spec = tiny_setting.spec(0, probe=Probe(mixture=np.full(3, 1 / 3), steps=4, model="probe"), role="probe")
     assert spec.model["d_model"] == model_file_settings("probe")["d_model"]
     assert spec.model["d_model"] != tiny_setting.model["d_model"]
+
+
+class HookWithoutUpdate(OnlineMethod):
+    """An online method that is its own step hook but forgot `update`."""
+
+    name = "test_hook_without_update"
+
+    @property
+    def round_steps(self):
+        return 10_000
+
+    def optimize(self, context):
+        return np.full(context.m, 1.0 / context.m)
+
+    def step_hook(self, context):
+        return self
+
+
+def test_step_hook_without_update_is_named(tmp_path):
+    from mixbench.errors import ConfigError
+
+    register(HookWithoutUpdate)
+    try:
+        with pytest.raises(ConfigError, match=r"method 'test_hook_without_update': step_hook returned HookWithoutUpdate, "
+                                              r"which has no update\(stats, mixture\) method"):
+            run_method({"name": HookWithoutUpdate.name}, SimSetting(dict(SIM)), RunStore(tmp_path), seed=0)
+    finally:
+        unregister(HookWithoutUpdate.name)
