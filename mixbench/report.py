@@ -14,6 +14,7 @@ import io
 import json
 import math
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -363,8 +364,8 @@ def _latex_value(key: str, spread: str | None = None, digits: int = 3, primary: 
             return row["status"] if primary and row["status"] in ("missing", "failed", "skipped") else "--"
         text = f"{row[key]:.{digits}f}"
         value = f"${text} \\pm {row[spread]:.{digits}f}$" if spread and spread in row else f"${text}$"
-        # A mean over runs of different lengths is marked in the row's main cell.
-        return f"{value} (mixed lengths)" if primary and row["status"] == "mixed" else value
+        # A mean over runs of different lengths or settings is marked in the row's main cell.
+        return f"{value} (mixed runs)" if primary and row["status"] == "mixed" else value
     return cell
 
 
@@ -454,17 +455,17 @@ def _setting_rows(label: str, members: dict[str, list[dict]], listed: list[str],
     """Return the rows of one setting, each method compared seed by seed with stratified."""
     finals = {method: _complete_finals(group, store) for method, group in members.items()}
     values = {method: {seed: kind.seed_value(final) for seed, final in runs.items()} for method, runs in finals.items()}
-    budgets = {method: {seed: final_budget(final) for seed, final in runs.items()} for method, runs in finals.items()}
+    conditions = {method: {seed: run_conditions(final) for seed, final in runs.items()} for method, runs in finals.items()}
     baseline = values.get(BASELINE, {})
     rows = []
     for method in listed:
         group = members.get(method, [])
         row = _row(method, label, group, seeds, kind, store)
         if method != BASELINE and values.get(method) and baseline:
-            # A seed pairs only when both final runs trained on as many tokens: a rerun with other
-            # training settings would otherwise be compared with a run of another length.
+            # A seed pairs only when both final runs trained on as many tokens with the same model and
+            # training settings: a rerun with another learning rate, say, would otherwise look comparable.
             same = {seed: value for seed, value in values[method].items()
-                    if budgets[method].get(seed) == budgets[BASELINE].get(seed)}
+                    if conditions[method].get(seed) == conditions[BASELINE].get(seed)}
             row.update(paired_difference(same, baseline))
         if "delta_vs_stratified" in row:
             row["vs_stratified"] = _verdict(row["delta_vs_stratified"])
@@ -488,28 +489,58 @@ def final_budget(record: dict) -> int:
     return int(compute.get("train_tokens", 0)) + int(compute.get("exploration_tokens", 0))
 
 
-def mixed_budgets(results: list[dict], store: RunStore) -> dict[str, str]:
-    """Return, per setting whose complete final runs trained on different numbers of tokens, which rows have each length.
+# Training settings that change neither what a final run learns nor how it is tested, so runs that
+# differ only in them are compared. Thread counts change the last bits of the sums, not the recipe.
+UNCOMPARED_TRAIN_KEYS = frozenset({"threads", "trackers", "tracker_dir", "checkpoint_every", "eval_every", "eval_batch_size"})
 
-    The value lists each length with its rows and their seeds:
-    "122880 tokens: natural (seed 0); 614400 tokens: natural (seeds 1, 2), stratified (seeds 0, 1, 2)".
+
+def final_settings(record: dict) -> dict[str, Any]:
+    """Return the model and training settings of a final run that its comparison with others rests on.
+
+    The keys are `model.<key>` and `train.<key>`; a record without a spec gives {}.
     """
-    budgets: dict[str, dict[int, dict[str, list[int]]]] = {}
+    spec = record.get("spec") or {}
+    settings = {f"model.{key}": value for key, value in (spec.get("model") or {}).items()}
+    settings |= {f"train.{key}": value for key, value in (spec.get("train") or {}).items() if key not in UNCOMPARED_TRAIN_KEYS}
+    return settings
+
+
+def run_conditions(record: dict) -> tuple[int, str]:
+    """Return what must match for two final runs to be compared: the token budget and the settings."""
+    return final_budget(record), json.dumps(final_settings(record), sort_keys=True, default=str)
+
+
+def mixed_budgets(results: list[dict], store: RunStore) -> dict[str, str]:
+    """Return, per setting whose complete final runs differ in length or settings, which rows have each.
+
+    The value lists each length (and the settings that differ, if any) with its rows and their seeds:
+    "122880 tokens: natural (seed 0); 614400 tokens: natural (seeds 1, 2), stratified (seeds 0, 1, 2)", or
+    "122880 tokens, train.lr=0.001: odm (seed 0); 122880 tokens, train.lr=0.003: stratified (seed 0)".
+    """
+    groups: dict[str, dict[tuple[int, str], dict[str, list[int]]]] = {}
     for result in results:
         final = store.record(result["final_run"]) if result.get("final_run") else None
         if final and final.get("status") == "complete":
-            rows = budgets.setdefault(setting_label(result.get("setting")), {}).setdefault(final_budget(final), {})
+            rows = groups.setdefault(setting_label(result.get("setting")), {}).setdefault(run_conditions(final), {})
             rows.setdefault(result["name"], []).append(int(result["seed"]))
+    return {label: _conditions_listing(by_conditions) for label, by_conditions in sorted(groups.items()) if len(by_conditions) > 1}
+
+
+def _conditions_listing(by_conditions: dict[tuple[int, str], dict[str, list[int]]]) -> str:
+    settings = {conditions: json.loads(conditions[1]) for conditions in by_conditions}
+    keys = sorted({key for values in settings.values() for key in values})
+    differing = [key for key in keys if len({json.dumps(values.get(key), default=str) for values in settings.values()}) > 1]
+
+    def heading(conditions: tuple[int, str]) -> str:
+        values = settings[conditions]
+        # The token count already shows a difference in steps.
+        return ", ".join([f"{conditions[0]} tokens", *(f"{key}={values.get(key)}" for key in differing if key != "train.steps")])
 
     def listing(rows: dict[str, list[int]]) -> str:
         return ", ".join(f"{name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))})"
                          for name, seeds in sorted(rows.items()))
 
-    return {
-        label: "; ".join(f"{tokens} tokens: {listing(rows)}" for tokens, rows in sorted(by_tokens.items()))
-        for label, by_tokens in sorted(budgets.items())
-        if len(by_tokens) > 1
-    }
+    return "; ".join(f"{heading(conditions)}: {listing(rows)}" for conditions, rows in sorted(by_conditions.items()))
 
 
 def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: TableKind, store: RunStore) -> dict:
@@ -518,8 +549,8 @@ def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: Tab
     missing = len(set(seeds) - {int(member["seed"]) for member in group})
     failed = len(group) - len(pairs)
     status = _status(group, pairs, failed, missing)
-    if len({final_budget(final) for _, final in pairs}) > 1:
-        # Its means and token columns average over runs of different lengths.
+    if len({run_conditions(final) for _, final in pairs}) > 1:
+        # Its means and token columns average over runs of different lengths or settings.
         status = "mixed"
     row = {"method": method, "seeds": len(group), "failed": failed, "missing": missing, "status": status, "setting": label}
     if pairs:
@@ -677,15 +708,16 @@ def legend(table: Table) -> list[str]:
         f"training settings are not part of it, so a method rerun with other ones replaces its earlier result, and "
         f"`final_run_tokens` shows each row's budget. The compared value is the {table.kind.metric_text}; lower is better.",
         "`delta_vs_stratified` is the mean over seeds of the per-seed difference (method minus stratified, same seed "
-        "and setting), over the `paired_seeds` seeds both completed with final runs of the same length. `delta_ci95_low` and `delta_ci95_high` bound its "
+        "and setting), over the `paired_seeds` seeds both completed with final runs of the same length and the same model and "
+        "training settings (thread counts, checkpoint and validation intervals aside). `delta_ci95_low` and `delta_ci95_high` bound its "
         "95% paired t-interval (Student's t with paired_seeds - 1 degrees of freedom); they are blank with one paired seed.",
         "`std_` columns are standard deviations over seeds (n - 1), blank with one seed. Token and wall-time columns "
         "are averages over seeds of the final run plus every extra run (`<role>_run_tokens` for probe, reference, proxy "
         "and single-domain runs). `total_reference_tokens` counts tokens a reference model scored during training "
         "(DoReMi), `total_target_tokens` those of target-gradient batches (DoGE), and `total_flops` every pass. `status` is ok, partial (a failed or missing seed), failed (no complete run), missing "
         "(no result for a method the experiment lists), skipped (its settings rule it out in this setting; "
-        "experiment.json says why) or mixed (its seeds' final runs have different lengths, so its means and token "
-        "columns average over lengths; `mixbench table` names the seeds of each length).",
+        "experiment.json says why) or mixed (its seeds' final runs differ in length or in model or training settings, so "
+        "its means and token columns average over them; `mixbench table` names the seeds of each).",
     ]
     lines.append(
         f"{table.kind.columns_text} `seeds` counts the seeds with a result, `failed` those without a complete final "

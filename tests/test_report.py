@@ -445,8 +445,28 @@ def test_row_over_seeds_of_different_lengths_is_marked(tmp_path, caplog):
     assert rows["natural"]["paired_seeds"] == 1
     assert re.search(r"\d+ tokens: natural \(seed 0\), stratified \(seeds 0, 1\); \d+ tokens: natural \(seed 1\)", caplog.text)
     latex = (tmp_path / "sim" / "table.tex").read_text()
-    assert [line for line in latex.splitlines() if line.startswith("natural")][0].count("(mixed lengths)") == 1
-    assert "(mixed lengths)" not in [line for line in latex.splitlines() if line.startswith("stratified")][0]
+    assert [line for line in latex.splitlines() if line.startswith("natural")][0].count("(mixed runs)") == 1
+    assert "(mixed runs)" not in [line for line in latex.splitlines() if line.startswith("stratified")][0]
+
+
+def test_other_training_settings_not_compared(tmp_path, caplog):
+    # Same length, another learning-rate schedule: the difference would otherwise pass as a comparison.
+    common = [f"results_dir={tmp_path}", "experiment=sim", "sim.steps=100", "sim.eval_every=50"]
+    for method, seed, warmup in (("stratified", 0, 10), ("stratified", 1, 10), ("natural", 0, 10), ("natural", 1, 20),
+                                 ("odm", 0, 20), ("odm", 1, 20)):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            run(compose(config_name="run", overrides=[*common, f"method={method}", f"seed={seed}", f"sim.warmup_steps={warmup}",
+                                                      f"sim.checkpoint_every={10 * (seed + 1)}"]))
+    caplog.clear()
+    rows = {row["method"]: row for row in command("table", [f"results_dir={tmp_path}", "experiment.name=sim"])}
+    assert rows["natural"]["status"] == "mixed"
+    assert rows["natural"]["paired_seeds"] == 1
+    # Every odm seed differs from stratified's, so none pairs; checkpoint intervals alone would not matter.
+    assert rows["odm"]["status"] == "ok"
+    assert "delta_vs_stratified" not in rows["odm"]
+    assert rows["stratified"]["status"] == "ok"
+    assert re.search(r"\d+ tokens, train.warmup_steps=10: natural \(seed 0\), stratified \(seeds 0, 1\); "
+                     r"\d+ tokens, train.warmup_steps=20: natural \(seed 1\), odm \(seeds 0, 1\)", caplog.text)
 
 
 def test_mixed_budgets_warned_not_compared(tmp_path, caplog):
