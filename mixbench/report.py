@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Callable
 from typing import Any
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +167,8 @@ def apply_filters(results: list[dict], filters: Filters, expected_methods=()) ->
     """
     known_methods = sorted({result["method"] for result in results} | set(expected_methods))
     variant_names = sorted({result["name"] for result in results} - set(known_methods))
+    if filters.methods is not None:
+        filters = replace(filters, methods=tuple(_row_name(name, variant_names) for name in filters.methods))
     for name in filters.methods or ():
         if name not in known_methods and name not in variant_names:
             raise unknown_name_error("method", name, known_methods + variant_names,
@@ -191,6 +193,42 @@ def apply_filters(results: list[dict], filters: Filters, expected_methods=()) ->
         rows = {result["name"] for result in results if result["method"] == name}
         listed |= (rows or {name}) if name in known_methods else {name}
     return results, sorted(listed)
+
+
+def _row_name(name: str, variant_names: list[str]) -> str:
+    """Return the row that `name` means: `doremi[eta=0.50]` is the row `doremi[eta=0.5]`, as values are compared parsed."""
+    wanted = _parse_row_name(name)
+    if wanted is None or name in variant_names:
+        return name
+    matches = [row for row in variant_names if _parse_row_name(row) == wanted]
+    return matches[0] if len(matches) == 1 else name
+
+
+def _parse_row_name(name: str) -> tuple[str, dict] | None:
+    """Split `method[key=value,...]` into the method and its settings, the values parsed as YAML; None if not of that form."""
+    import yaml
+
+    method, bracket, rest = name.partition("[")
+    if not bracket or not rest.endswith("]"):
+        return None
+    items, depth, start, body = [], 0, 0, rest[:-1]
+    for index, char in enumerate(body + ","):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(body[start:index])
+            start = index + 1
+    settings = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals:
+            return None
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        # 1 and 1.0 name one setting value, as in the row names.
+        settings[key.strip()] = float(parsed) if isinstance(parsed, int) and not isinstance(parsed, bool) else parsed
+    return method, settings
 
 
 def _setting_name(result: dict) -> str:

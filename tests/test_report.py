@@ -419,6 +419,10 @@ def test_sweep_row_per_value(tmp_path):
     assert all("delta_vs_stratified" in by_name[name] for name in ("doremi[eta=0.5]", "doremi[eta=1.0]"))
     single = command("table", [f"results_dir={tmp_path}", "experiment.name=sim", "table.methods=['doremi[eta=0.5]']"])
     assert [row["method"] for row in single if row["method"] != "stratified"] == ["doremi[eta=0.5]"]
+    # A row's values are compared parsed, as in its name: 0.50 is 0.5 and 1 is 1.0.
+    for typed, row_name in (("doremi[eta=0.50]", "doremi[eta=0.5]"), ("doremi[eta=1]", "doremi[eta=1.0]")):
+        rows = command("table", [f"results_dir={tmp_path}", "experiment.name=sim", f"table.methods=['{typed}']"])
+        assert [row["method"] for row in rows if row["method"] != "stratified"] == [row_name]
     both = command("table", [f"results_dir={tmp_path}", "experiment.name=sim", "table.methods=[doremi]"])
     assert sorted(row["method"] for row in both) == ["doremi[eta=0.5]", "doremi[eta=1.0]"]
 
