@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                      *experiment_folder_hint(overrides)]
             for line in hints:
                 print(f"mixbench: {line}", file=sys.stderr)
+            if hints:
+                # A hint means a bad setting, which exits 2 like every other configuration error.
+                raise SystemExit(2) from None
         raise
     return 0
 

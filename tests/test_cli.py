@@ -40,7 +40,7 @@ def test_unknown_command_suggests_close_match(tmp_path):
 
 def test_misspelt_setting_gets_a_suggestion(tmp_path):
     result = mixbench("run", "train.step=40", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "mixbench: train.step is not a setting of mixbench run; did you mean train.steps?" in result.stderr
     # The keys of a method depend on the method chosen, the first of a sweep's list here.
     result = mixbench("run", "-m", "method=doremi,doge", "method.mu=0.1", cwd=tmp_path)
@@ -66,6 +66,7 @@ def test_misspelt_setting_gets_a_suggestion(tmp_path):
     # experiment= picks a config file; a results folder is named with experiment.name=.
     result = mixbench("table", "experiment=walks", cwd=tmp_path)
     assert "use experiment.name=walks instead" in result.stderr
+    assert result.returncode == 2
 
 
 def test_plugin_config_folder_gets_the_same_hints(tmp_path):
@@ -73,12 +74,12 @@ def test_plugin_config_folder_gets_the_same_hints(tmp_path):
     (tmp_path / "conf" / "method" / "upweight.yaml").write_text("name: upweight\nfactor: 2.0\n")
     # A relative search path folder is relative to the current directory.
     result = mixbench("run", "method=upwieght", "hydra.searchpath=[file://conf]", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "mixbench: method=upwieght has no config file method/upwieght.yaml. Did you mean method=upweight?" in result.stderr
     assert "regmix, skill_it, stratified, upweight." in result.stderr
     # The plugin's config file decides which keys its method has.
     result = mixbench("run", "method=upweight", "method.factr=3", "hydra.searchpath=[file://conf]", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "mixbench: method.factr is not a setting of mixbench run; did you mean method.factor?" in result.stderr
     result = mixbench("run", "method=upweight", "method.eta=1", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", cwd=tmp_path)
     assert "mixbench: method.eta is not a setting of mixbench run; method upweight takes factor." in result.stderr
@@ -96,7 +97,7 @@ def test_plugin_method_without_config_file_is_explained(tmp_path):
     environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(tmp_path))
     arguments = [sys.executable, "-m", "mixbench", "run", "plugins=[heavy]", "method=first_heavy", "experiment=sim"]
     result = subprocess.run(arguments, cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "method first_heavy is registered, but mixbench run needs its config file method/first_heavy.yaml" in result.stderr
     assert "choose it with its class defaults as method.name=first_heavy (settings: +method.KEY=VALUE)" in result.stderr
     arguments = [*arguments[:5], "method.name=first_heavy", "experiment=sim", "sim.steps=40", "sim.eval_every=20", "sim.warmup_steps=4"]
