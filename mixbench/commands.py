@@ -7,6 +7,7 @@ conf/ by `hydra.compose` (inside `hydra.initialize_config_dir`), for example `ru
 import importlib
 import logging
 import os
+import shlex
 import traceback
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from mixbench.engine import run_method, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError, MixbenchError, RunFailedError, unknown_name_error
 from mixbench.method import available_methods, build_method, get_method_class
-from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, mixed_budgets, render_markdown, write_tables
-from mixbench.runs import RunStore, folder_lock, write_json_atomic
+from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, load_results, mixed_conditions, render_markdown, write_tables
+from mixbench.runs import RunStore, folder_lock, require_writable, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
 from mixbench.parallel import run_parallel, run_sequential
 from mixbench.threads import available_cores, member_threads, set_torch_threads
@@ -24,6 +25,8 @@ from mixbench.threads import available_cores, member_threads, set_torch_threads
 log = logging.getLogger("mixbench")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The results_dir of every command's config file; a suggested command names any other folder.
+DEFAULT_RESULTS_DIR = "results"
 
 
 def _plain(node) -> dict:
@@ -223,7 +226,7 @@ def run(cfg):
     # experiment.json records the kind of setting, so that `mixbench table` builds the right table.
     _write_experiment(directory, cfg.experiment.name, kind, [result.method], [result.seed],
                       setting_label(setting_identity(setting)), {})
-    log.info("saved the result to %s (mixbench table experiment.name=%s shows it)", saved, cfg.experiment.name)
+    log.info("saved the result to %s (%s shows it)", saved, follow_up_command("table", cfg.results_dir, cfg.experiment.name))
     final = result.final
     if final.get("status") != "complete":
         raise ConfigError(f"run {final['id']} of method {result.method!r} failed: {final.get('error')}")
@@ -234,6 +237,15 @@ def run(cfg):
         perplexity = sum(final["test_perplexity"]) / len(final["test_perplexity"])
         log.info("%s seed %d: average test perplexity %.3f (run %s)", result.method, result.seed, perplexity, final["id"])
     return result
+
+
+def follow_up_command(command: str, results_dir, experiment_name: str) -> str:
+    """Return `mixbench COMMAND experiment.name=NAME` quoted for a shell, with results_dir=... unless it is ./results."""
+    words = ["mixbench", command]
+    if Path(str(results_dir)) != Path(DEFAULT_RESULTS_DIR):
+        words.append(f"results_dir={results_dir}")
+    words.append(f"experiment.name={experiment_name}")
+    return shlex.join(words)
 
 
 def benchmark_methods(experiment) -> list[str]:
@@ -423,36 +435,63 @@ def _write_experiment(directory: Path, name: str, kind: str, methods: list[str],
         write_json_atomic(path, entry)
 
 
-def table_for(directory: Path, store: RunStore, filters: Filters | None = None) -> list[dict]:
-    """Rebuild, write and print the table of the experiment in `directory`; return its rows."""
+def table_for(directory: Path, store: RunStore, filters: Filters | None = None, out_dir: Path | None = None) -> list[dict]:
+    """Rebuild, write and print the table of the experiment in `directory`; return its rows.
+
+    The table files go to `out_dir`, or to `directory` when it is None. ConfigError names that
+    folder when it is not writable.
+    """
     directory = Path(directory)
     results = load_results(directory)
     expected = load_experiment(directory)
     kind = SIM if expected and expected.get("setting") == "sim" else CORPUS
     table = build_table(results, store, kind, expected, filters)
-    _warn_mixed_budgets(results, store, directory)
+    _warn_mixed_runs(results, store, directory)
+    target = Path(out_dir) if out_dir is not None else directory
+    fix = "set out_dir=PATH to a folder you can write to." if out_dir is not None else (
+        "set out_dir=PATH to write the table files to a folder you can write to; the records are only read.")
+    require_writable(target, "table", fix)
     title = f"Comparison table: {directory.name}"
-    paths = write_tables(table, directory, title)
+    paths = write_tables(table, target, title)
     print(render_markdown(table, title))
     log.info("wrote %s", ", ".join(str(path) for path in paths))
     return table.rows
 
 
-def _warn_mixed_budgets(results: list[dict], store: RunStore, directory: Path) -> None:
-    """Say so when the final runs of one setting trained on different numbers of tokens (exploration included)."""
-    for label, listing in mixed_budgets(results, store).items():
+def _warn_mixed_runs(results: list[dict], store: RunStore, directory: Path) -> None:
+    """Say so when the final runs of one setting differ in length (exploration included) or in their settings."""
+    for label, listing in mixed_conditions(results, store).items():
         log.warning(
-            "the table of %s has final runs of different lengths in setting %s (%s), because some methods ran with "
-            "other training settings. Seeds of other lengths are not compared with stratified. Rerun them with one "
-            "set, or use another experiment.name per set.",
+            "the table of %s has final runs of different lengths or settings in setting %s (%s), because some methods "
+            "ran with other training settings. Seeds whose final runs differ from stratified's are not compared with "
+            "it. Rerun them with one set, or use another experiment.name per set.",
             directory, label, listing,
         )
 
 
 def table(cfg):
-    """Rebuild results_dir/<experiment>/table.md, table.csv and table.tex from records only."""
-    directory = Path(cfg.results_dir) / str(cfg.experiment.name)
-    return table_for(directory, RunStore(cfg.results_dir), Filters.from_config(cfg.get("table")))
+    """Rebuild results_dir/<experiment>/table.md, table.csv and table.tex from records only.
+
+    The run store is opened read-only, so a read-only results folder can be tabulated into `out_dir`.
+    """
+    filters = Filters.from_config(cfg.get("table"))
+    name = str(cfg.experiment.name)
+    directory = Path(cfg.results_dir) / name
+    _check_has_results(directory, cfg.results_dir, name)
+    out_dir = cfg.get("out_dir")
+    return table_for(directory, RunStore(cfg.results_dir, read_only=True), filters, Path(out_dir) if out_dir else None)
+
+
+def _check_has_results(directory: Path, results_dir, name: str) -> None:
+    """Raise ConfigError naming results_dir and experiment.name when `directory` has no method results."""
+    if any((directory / "methods").glob("*.json")):
+        return
+    listed = (load_experiment(directory) or {}).get("methods")
+    listing = f" experiment.json lists {', '.join(listed)}, but none has a result yet." if listed else ""
+    raise ConfigError(
+        f"no method results under {directory / 'methods'}.{listing} Check results_dir={results_dir} and "
+        f"experiment.name={name}, or train the experiment first (`mixbench benchmark` or `mixbench run` with the same settings)."
+    )
 
 
 from mixbench.figures import figures

@@ -2,8 +2,9 @@
 
 The figures are drawn by the scripts in paper_figures/ at the root of the checkout (one module
 per figure, each with a `build` function). They read results_dir/<experiment>/ and the run
-records in results_dir/runs/, and write PNG and PDF files to results_dir/<experiment>/figures/.
-A figure whose inputs are absent is skipped with one log line that names them.
+records in results_dir/runs/, and write PNG and PDF files to results_dir/<experiment>/figures/
+(or to out_dir). A figure whose inputs are absent is skipped with one log line that names them.
+The results folder is only read, so it may be read-only when out_dir names another folder.
 """
 
 import importlib
@@ -16,6 +17,7 @@ from types import ModuleType
 from omegaconf import ListConfig
 
 from mixbench.errors import ConfigError
+from mixbench.runs import require_writable
 
 log = logging.getLogger("mixbench")
 
@@ -67,8 +69,10 @@ def _selected(names) -> list[str]:
 def build_figures(results_dir="results", experiment="sim", names=None, out_dir=None, seed=None) -> dict[str, list[Path]]:
     """Build the named figures (all by default) of one experiment; return the written paths per figure.
 
-    A figure whose inputs are missing maps to an empty list and is logged as skipped. Raise
-    ConfigError for an unknown figure name, a non-integer seed, or a missing experiment folder.
+    A figure whose inputs are missing maps to an empty list and is logged as skipped. Files of the
+    built figures that this build did not write (see `earlier_files`) are listed in one warning.
+    Raise ConfigError for an unknown figure name, a non-integer seed, a missing experiment folder,
+    or an output folder that is not writable.
     """
     selected = _selected(names)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -79,14 +83,15 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
             f"experiment folder {directory} not found; check experiment.name={experiment} and results_dir={results_dir}, "
             f"or train the experiment first (`mixbench benchmark` or a law sweep, with the same experiment.name)."
         )
-    _warn_mixed_budgets(Path(results_dir), directory)
+    _warn_mixed_runs(Path(results_dir), directory)
     common = figure_module("common")
+    base = Path(out_dir) if out_dir else common.default_out_dir(results_dir, str(experiment))
+    require_writable(base, "figures", "set out_dir=PATH to write the figures to a folder you can write to; the records are only read.")
     # An experiment run in several settings (data=default and data=three, say) gets one folder of
     # figures per setting, because their domains differ.
     settings = common.experiment_settings(results_dir, str(experiment)) if (directory / "methods").is_dir() else []
     targets = [(None, out_dir)]
     if len(settings) > 1:
-        base = Path(out_dir) if out_dir else common.default_out_dir(results_dir, str(experiment))
         targets = [(label, base / label) for label in settings]
     written: dict[str, list[Path]] = {}
     for name in selected:
@@ -100,19 +105,50 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
                 continue
             written[name] += paths
             log.info("figure %s: wrote %s", name, ", ".join(str(path.relative_to(path.parents[1])) if setting else path.name for path in paths))
+    _warn_earlier_files(base, selected, written)
     return written
 
 
-def _warn_mixed_budgets(results_dir: Path, directory: Path) -> None:
-    """Say so when the figures would set final runs of different lengths side by side."""
+def earlier_files(base: Path, names: list[str], written: dict[str, list[Path]]) -> list[Path]:
+    """Return the PNG and PDF files of figures `names` in `base` and its sub-folders that are not in `written`.
+
+    Sub-folders are searched one level deep, where an experiment run in several settings keeps one
+    folder per setting. A file belongs to a figure when its name is the figure's name, or starts
+    with it and an underscore (a_heatmaps_doremi.png).
+    """
+    if not base.is_dir():
+        return []
+    suffixes = {f".{kind}" for kind in figure_module("common").FORMATS}
+    fresh = {path.resolve() for paths in written.values() for path in paths}
+    folders = [base, *sorted(path for path in base.iterdir() if path.is_dir())]
+    return [
+        path for folder in folders for path in sorted(folder.iterdir())
+        if path.suffix in suffixes and path.is_file() and path.resolve() not in fresh
+        and any(path.stem == name or path.stem.startswith(name + "_") for name in names)
+    ]
+
+
+def _warn_earlier_files(base: Path, names: list[str], written: dict[str, list[Path]]) -> None:
+    """Warn once about figure files in `base` that this build did not write; nothing is deleted."""
+    earlier = earlier_files(base, names, written)
+    if earlier:
+        log.warning(
+            "%d figure file(s) in %s were not written by this build: %s. They come from an earlier build (of a method "
+            "result since renamed, another seed or another setting) and can be deleted if they are outdated.",
+            len(earlier), base, ", ".join(str(path.relative_to(base)) for path in earlier),
+        )
+
+
+def _warn_mixed_runs(results_dir: Path, directory: Path) -> None:
+    """Say so when the figures would set final runs of different lengths or settings side by side."""
     if not any((directory / "methods").glob("*.json")):
         return
-    from mixbench.report import load_results, mixed_budgets
+    from mixbench.report import load_results, mixed_conditions
     from mixbench.runs import RunStore
 
-    for label, listing in mixed_budgets(load_results(directory), RunStore(results_dir)).items():
+    for label, listing in mixed_conditions(load_results(directory), RunStore(results_dir, read_only=True)).items():
         log.warning(
-            "the figures of %s show final runs of different lengths in setting %s (%s), because some methods ran "
+            "the figures of %s show final runs of different lengths or settings in setting %s (%s), because some methods ran "
             "with other training settings, so their losses are not comparable. Rerun them with one set, or use "
             "another experiment.name per set.",
             directory, label, listing,

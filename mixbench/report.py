@@ -548,7 +548,7 @@ def run_conditions(record: dict) -> tuple[int, str]:
     return final_budget(record), json.dumps(final_settings(record), sort_keys=True, default=str)
 
 
-def mixed_budgets(results: list[dict], store: RunStore) -> dict[str, str]:
+def mixed_conditions(results: list[dict], store: RunStore) -> dict[str, str]:
     """Return, per setting whose complete final runs differ in length or settings, which rows have each.
 
     The value lists each length (and the settings that differ, if any) with its rows and their seeds:

@@ -174,22 +174,54 @@ def folder_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class RunStore:
-    """A folder of run directories keyed by spec id."""
+def probe_writable(folder: Path) -> None:
+    """Create `folder` (with its parents) and create and delete a temporary file in it.
 
-    def __init__(self, root: str | Path):
+    Raises OSError when either step fails: a read-only mount, missing permissions, or a file in
+    the folder's place. The run store and the table and figures commands check their folders here.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # A unique probe name: a name built from the process id collides between threads, and
+    # between hosts sharing the folder, so one opener could delete the other's probe.
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        pass
+
+
+def require_writable(folder: Path, kind: str, fix: str) -> None:
+    """Raise ConfigError naming `folder` (a `kind` folder, such as "table") and `fix` when it cannot be written to."""
+    try:
+        probe_writable(folder)
+    except OSError as error:
+        raise ConfigError(f"{kind} folder {str(folder)!r} is not writable ({error.strerror}); {fix}") from None
+
+
+class RunStore:
+    """A folder of run directories keyed by spec id.
+
+    A store opened with `read_only=True` neither creates nor probes its folder, so records can be
+    read from a read-only (shared or archived) results folder. Training through it raises ConfigError.
+    """
+
+    def __init__(self, root: str | Path, read_only: bool = False):
         self.root = Path(root)
+        self.read_only = read_only
+        if read_only:
+            return
         try:
-            (self.root / "runs").mkdir(parents=True, exist_ok=True)
-            # A unique probe name: a name built from the process id collides between threads, and
-            # between hosts sharing the folder, so one opener could delete the other's probe.
-            with tempfile.NamedTemporaryFile(dir=self.root / "runs", prefix=".write-test-"):
-                pass
+            probe_writable(self.root / "runs")
         except OSError as error:
             raise ConfigError(
                 f"results folder {str(self.root)!r} is not writable ({error.strerror}); "
                 f"set results_dir=PATH to a folder you can write to."
             ) from None
+
+    def _check_writable(self, action: str) -> None:
+        if self.read_only:
+            raise ConfigError(
+                f"cannot {action}: the run store under {str(self.root)!r} was opened read-only, for reading records. "
+                f"Open it with RunStore({str(self.root)!r}) to train and write runs."
+            )
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.root / "runs" / spec.id
@@ -213,6 +245,7 @@ class RunStore:
 
     def lock(self, spec: RunSpec):
         """Hold an exclusive lock on a run, so that parallel sweep members train it once."""
+        self._check_writable(f"lock run {spec.id}")
         return folder_lock(self.run_dir(spec))
 
     def get_or_run(self, spec: RunSpec, train: Callable[[RunSpec, Path], dict], main: bool = True) -> tuple[dict, bool]:
@@ -223,6 +256,7 @@ class RunStore:
         multi-process run every process trains, but only the main one (`main=True`) takes the lock
         and writes, because the others must not wait on a lock while the main one waits on them.
         """
+        self._check_writable(f"train run {spec.id} ({spec.role})")
         if not main:
             existing = self.record(spec)
             if existing is not None and existing.get("status") == "complete":

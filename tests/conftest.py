@@ -1,7 +1,9 @@
 """Shared fixtures: a small corpus of real text from installed packages, and tiny model settings."""
 
+import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,49 @@ def cli_env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return tmp_path
+
+
+def tree_state(root: Path) -> dict[str, tuple[bool, int, int]]:
+    """Map every path under `root`, itself included, to (is a folder, size, modification time in ns).
+
+    Creating or deleting an entry changes its folder's modification time, so a probe file that was
+    written and removed again still shows.
+    """
+    return {str(path.relative_to(root)): (path.is_dir(), path.stat().st_size, path.stat().st_mtime_ns)
+            for path in [root, *sorted(root.rglob("*"))]}
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Provide a function that makes a folder tree read-only to mixbench, and restore its permissions afterwards.
+
+    The function clears the tree's write permission bits. Root writes through those, so it also makes
+    mixbench.runs.probe_writable, the check before mixbench writes to a folder, fail inside the tree
+    as on a read-only mount (EROFS). Compare `tree_state` before and after to catch writes that skip the check.
+    """
+    from mixbench import runs
+
+    modes: dict[Path, int] = {}
+    protected: list[Path] = []
+    probe = runs.probe_writable
+
+    def reject_inside(folder) -> None:
+        folder = Path(folder).resolve()
+        if any(folder == root or root in folder.parents for root in protected):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+        probe(folder)
+
+    def protect(root: Path) -> None:
+        root = Path(root).resolve()
+        for path in [root, *root.rglob("*")]:
+            modes[path] = stat.S_IMODE(path.stat().st_mode)
+            path.chmod(modes[path] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        protected.append(root)
+
+    monkeypatch.setattr(runs, "probe_writable", reject_inside)
+    yield protect
+    for path, mode in modes.items():
+        path.chmod(mode)
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -13,7 +13,7 @@ import mixbench
 from mixbench import api
 from mixbench.errors import ConfigError
 
-from conftest import TINY_MODEL, TINY_TRAIN
+from conftest import TINY_MODEL, TINY_TRAIN, tree_state
 
 SIM = ["experiment.methods=[stratified,natural]", "experiment.seeds=[0,1]", "sim.steps=200", "sim.eval_every=50", "sim.warmup_steps=20"]
 
@@ -150,3 +150,44 @@ def test_run_returns_stored_record(text_folders, tmp_path):
     saved = read_json(results / "default" / "methods" / "natural-seed1.json")
     assert saved["final_run"] == result.final["id"]
     assert saved["seed"] == 1
+
+
+def test_read_only_results_tabulated_elsewhere(tmp_path, read_only):
+    results = tmp_path / "results"
+    rows = api.benchmark(experiment="sim", results_dir=results, overrides=SIM)
+    read_only(results)
+    before = tree_state(results)
+
+    with pytest.raises(ConfigError, match=f"table folder '{results / 'sim'}' is not writable .*set out_dir=PATH"):
+        api.table(experiment="sim", results_dir=results)
+    out = tmp_path / "elsewhere"
+    rebuilt = api.table(experiment="sim", results_dir=results, out_dir=out)
+    assert [row["method"] for row in rebuilt] == [row["method"] for row in rows]
+    assert sorted(path.name for path in out.iterdir()) == ["table.csv", "table.md", "table.tex"]
+    assert (out / "table.md").read_text() == (results / "sim" / "table.md").read_text()
+
+    with pytest.raises(ConfigError, match=f"figures folder '{results / 'sim' / 'figures'}' is not writable .*set out_dir=PATH"):
+        api.figures(experiment="sim", results_dir=results, figures=["loss_vs_compute"])
+    built = api.figures(experiment="sim", results_dir=results, figures=["loss_vs_compute"], out_dir=out / "figures")
+    assert [path.name for path in built["loss_vs_compute"]] == ["loss_vs_compute.png", "loss_vs_compute.pdf"]
+    assert tree_state(results) == before
+
+
+def test_table_of_missing_folder_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no method results under reslts/walk/methods\. Check results_dir=reslts and experiment.name=walk"):
+        api.table(results_dir="reslts", overrides=["experiment.name=walk"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_hint_names_results_dir(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    short = ["experiment=sim", "sim.steps=40", "sim.eval_every=20", "sim.warmup_steps=4"]
+    with caplog.at_level("INFO", logger="mixbench"):
+        api.run(method="natural", overrides=short)
+    assert "(mixbench table experiment.name=sim shows it)" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mixbench"):
+        api.run(method="natural", results_dir="my results", overrides=short)
+    assert "(mixbench table 'results_dir=my results' experiment.name=sim shows it)" in caplog.text

@@ -192,6 +192,31 @@ def test_missing_record_leaves_method_out(workdir, tmp_path, caplog):
     assert [path.name for path in built["loss_vs_compute"]] == ["loss_vs_compute.png", "loss_vs_compute.pdf"]
 
 
+def test_files_of_earlier_builds_are_listed(workdir, tmp_path, caplog):
+    out = tmp_path / "figures"
+    names = ["a_heatmaps", "loss_vs_compute"]
+    caplog.set_level(logging.INFO)
+    build_figures(workdir / "results", "sim", names=names, out_dir=out)
+    assert "not written by this build" not in caplog.text
+
+    # A method result renamed since (a hyperparameter variant), a folder of a setting no longer there,
+    # a figure not requested this time and a file that is no figure.
+    (out / "other-1a2b3c4d").mkdir()
+    earlier = ["a_heatmaps_doremi_eta=0.5.png", "a_heatmaps_doremi_eta=0.5.pdf", "other-1a2b3c4d/loss_vs_compute.png"]
+    for name in [*earlier, "mixture_trajectories.png", "notes.png"]:
+        shutil.copyfile(out / "loss_vs_compute.png", out / name)
+    caplog.clear()
+    build_figures(workdir / "results", "sim", names=names, out_dir=out)
+
+    warnings = [record.getMessage() for record in caplog.records if "not written by this build" in record.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    listed = warnings[0].split(": ", 1)[1].split(". ", 1)[0].split(", ")
+    assert sorted(listed) == sorted(earlier)
+    assert f"in {out} were not written" in warnings[0]
+    assert "can be deleted" in warnings[0]
+    assert all((out / name).exists() for name in [*earlier, "mixture_trajectories.png", "notes.png"])
+
+
 def test_bad_requests_raise_clear_errors(workdir):
     results = workdir / "results"
     with pytest.raises(ConfigError, match="unknown figures heatmap; the figures are mixture_trajectories"):

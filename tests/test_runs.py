@@ -9,6 +9,8 @@ from mixbench.engine import run_method
 from mixbench.errors import ConfigError
 from mixbench.runs import RunSpec, RunStore, write_json_atomic
 
+from conftest import tree_state
+
 
 def spec(**changes):
     fields = {"data": {"fingerprint": "abc"}, "model": {"d": 1}, "train": {"steps": 3}, "seed": 0, "mixture": (0.5, 0.5)}
@@ -76,6 +78,35 @@ def test_file_in_place_of_results_folder_is_rejected(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="results_dir"):
         RunStore(blocker)
+
+
+def test_read_only_store_creates_nothing(tmp_path):
+    missing = tmp_path / "reslts"
+    store = RunStore(missing, read_only=True)
+    assert store.record(spec()) is None
+    assert list(store.records()) == []
+    assert not missing.exists()
+
+
+def test_read_only_store_reads_records(tmp_path, read_only):
+    RunStore(tmp_path).get_or_run(spec(), lambda run_spec, directory: {"status": "complete", "value": 1})
+    read_only(tmp_path)
+    before = tree_state(tmp_path)
+
+    store = RunStore(tmp_path, read_only=True)
+    assert store.record(spec())["value"] == 1
+    assert [record["id"] for record in store.records()] == [spec().id]
+    with pytest.raises(ConfigError, match=f"cannot train run {spec().id} .*opened read-only"):
+        store.get_or_run(spec(), lambda run_spec, directory: {"status": "complete"})
+    with pytest.raises(ConfigError, match="opened read-only"):
+        store.lock(spec())
+    assert tree_state(tmp_path) == before
+
+
+def test_read_only_folder_rejects_writable_store(tmp_path, read_only):
+    read_only(tmp_path)
+    with pytest.raises(ConfigError, match="Read-only file system.*results_dir=PATH"):
+        RunStore(tmp_path / "results")
 
 
 def test_changed_data_is_not_reused(tiny_setting, tmp_path):
