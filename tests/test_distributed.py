@@ -1,48 +1,40 @@
-"""Two CPU processes (gloo) and one process with the same global batch train the same model."""
+"""Two CPU processes (gloo, launched by torchrun) and one process with the same global batch train the same model."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from accelerate import debug_launcher
 
 from conftest import TINY_MODEL, TINY_TRAIN
 
+SCRIPT = Path(__file__).with_name("distributed_train.py")
+# A hung process group fails the test instead of stalling the suite.
+TIMEOUT_S = 900
 
-def _train(corpus_path: str, results: str, method: str, out: str) -> None:
-    import torch
-    from accelerate.state import AcceleratorState
 
-    import mixbench.train.accelerator as accelerator
-    from mixbench.data import load_corpus
-    from mixbench.engine import run_method
-    from mixbench.runs import RunStore
-    from mixbench.setting import CorpusSetting
-
-    torch.set_num_threads(1)
-    # A forked process inherits the parent's Accelerator; start from a clean state.
-    accelerator._current = None
-    AcceleratorState._reset_state(reset_partial_state=True)
-    corpus = load_corpus(corpus_path)
-    setting = CorpusSetting("parity", corpus, corpus.domains, dict(TINY_MODEL), dict(TINY_TRAIN))
-    config = {"name": method, "lr": TINY_TRAIN["lr"]} if method == "doge" else {"name": method}
-    result = run_method(config, setting, RunStore(results), seed=0)
-    if setting.is_main_process():
-        # A proxy method's trajectory is the one its proxy run learned.
-        learned = next((run for run in result.extra if run.get("role") == "proxy"), result.final)
-        trajectory = [point["mixture"] for point in learned["trajectory"]]
-        with open(out, "w") as handle:
-            json.dump({"test": result.final["test_losses"], "trajectory": trajectory, "val": result.final["val_losses"]}, handle)
+def _train(arguments: list[str], corpus_path: str, results: Path, method: str, out: Path) -> dict:
+    settings = json.dumps({"model": TINY_MODEL, "train": TINY_TRAIN})
+    environment = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    command = [sys.executable, *arguments, str(SCRIPT), corpus_path, str(results), method, str(out), settings]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 @pytest.mark.parametrize("method", ["natural", "doge", "doremi"])
 def test_two_processes_match_one(small_corpus, tmp_path, method):
+    # torchrun starts fresh interpreters; forking this process, whose torch and logging threads may
+    # hold locks, can leave the children waiting forever.
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     corpus_path = str(small_corpus.path)
-    two, one = tmp_path / "two.json", tmp_path / "one.json"
-    debug_launcher(lambda: _train(corpus_path, str(tmp_path / "r2"), method, str(two)), num_processes=2)
-    _train(corpus_path, str(tmp_path / "r1"), method, str(one))
+    parallel = _train(torchrun, corpus_path, tmp_path / "r2", method, tmp_path / "two.json")
+    single = _train([], corpus_path, tmp_path / "r1", method, tmp_path / "one.json")
 
-    parallel, single = json.loads(two.read_text()), json.loads(one.read_text())
+    assert (parallel["processes"], single["processes"]) == (2, 1)
     np.testing.assert_allclose(parallel["trajectory"], single["trajectory"], rtol=1e-4)
     assert parallel["test"] == pytest.approx(single["test"], rel=1e-4)
     assert parallel["val"] == pytest.approx(single["val"], rel=1e-4)
