@@ -2,7 +2,7 @@
 
 Run by tests/test_distributed.py, once under torchrun with two processes and once as one process:
     python tests/distributed_train.py CORPUS RESULTS METHOD OUT SETTINGS_JSON
-SETTINGS_JSON holds the model and training settings ({"model": ..., "train": ...}).
+SETTINGS_JSON contains the model and training settings ({"model": ..., "train": ...}).
 """
 
 import json
@@ -18,7 +18,7 @@ def main(corpus_path: str, results: str, method: str, out: str, settings: str) -
     from mixbench.setting import CorpusSetting
     from mixbench.train.accelerator import get_accelerator
 
-    # Sums are bit-identical only at a fixed thread count; the one-process run uses the same one.
+    # Sums are bit-identical only at a fixed thread count, so the one-process run uses the same one.
     torch.set_num_threads(1)
     sizes = json.loads(settings)
     corpus = load_corpus(corpus_path)

@@ -27,7 +27,7 @@ def _train(arguments: list[str], corpus_path: str, results: Path, method: str, o
 
 @pytest.mark.parametrize("method", ["natural", "doge", "doremi"])
 def test_two_processes_match_one(small_corpus, tmp_path, method):
-    # torchrun starts fresh interpreters; forking this process, whose torch and logging threads may
+    # torchrun starts fresh interpreters. Forking this process, whose torch and logging threads may
     # hold locks, can leave the children waiting forever.
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     corpus_path = str(small_corpus.path)
