@@ -64,8 +64,7 @@ def usage() -> str:
 
 def command_help(command: str, overrides: list[str] = ()) -> str:
     """Return the help of `command`, whose config groups include the options on hydra.searchpath in `overrides`."""
-    groups = sorted({path.name for folder in config_folders(list(overrides)) if folder.is_dir()
-                     for path in folder.iterdir() if path.is_dir() and path.name != "hydra"})
+    groups = config_groups(list(overrides))
     lines = [f"usage: mixbench {command} [Hydra overrides]", "", COMMANDS[command], "", "examples:"]
     lines += [f"  {example}" for example in EXAMPLES[command]]
     lines += ["", "config groups (pick one with group=option):"]
@@ -98,13 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
         return 2
 
-    from mixbench import commands
+    from mixbench import commands, sweep_check
 
     task = commands.TASKS[command]
     sys.argv = [f"mixbench {command}", *overrides]
     import hydra
 
     quiet_hydra_migration_warning()
+    if sweep_check.is_multirun(overrides):
+        # Every member is checked first, so that a bad value in a sweep list stops the sweep before any training.
+        error = sweep_check.sweep_error(command, overrides)
+        if error:
+            print(f"mixbench: error: {error}", file=sys.stderr)
+            return 2
     # SIGTERM (kill, a scheduler's stop) ends the command as Ctrl-C does: with a line on how to resume.
     signal.signal(signal.SIGTERM, _interrupt)
     entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
@@ -113,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:
         # Hydra exits with 1 when the config cannot be composed; a misspelt key then gets a suggestion.
         if exit.code == 1:
+            from mixbench.launchers import launcher_hints
+
             hints = [*misspelt_keys(command, overrides), *unknown_choices(overrides), *method_without_config(overrides),
-                     *experiment_folder_hint(overrides)]
+                     *experiment_folder_hint(overrides), *launcher_hints(overrides)]
             for line in hints:
                 print(f"mixbench: {line}", file=sys.stderr)
             if hints:
@@ -142,6 +149,12 @@ def config_folders(overrides: list[str]) -> list[Path]:
             if entry and (entry.startswith("file://") or "://" not in entry):
                 folders.append(Path(entry.removeprefix("file://")))
     return folders
+
+
+def config_groups(overrides: list[str]) -> list[str]:
+    """Return the config groups (except hydra's) in the package's conf and the folders on hydra.searchpath."""
+    return sorted({path.name for folder in config_folders(overrides) if folder.is_dir()
+                   for path in folder.iterdir() if path.is_dir() and path.name != "hydra"})
 
 
 def has_config(group: str, name: str, overrides: list[str]) -> bool:
@@ -219,7 +232,8 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
 
     settings = [item for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))]
     # Group choices decide which keys exist; a sweep's list of choices is represented by its first.
-    groups = [item for item in settings if "." not in item.split("=", 1)[0]]
+    # A dot-less key that names no config group is a top-level setting, checked below like the others.
+    groups = [item for item in settings if "." not in item.split("=", 1)[0] and group_options(item.split("=", 1)[0], overrides)]
     choices = [item.split(",")[0] for item in groups]
     swept = [choice for choice, item in zip(choices, groups) if "," in item]
     context = f" with {' '.join(swept)}" if swept else ""
@@ -245,7 +259,9 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
                 lines += _merge_hint(item, node[leaf])
             continue
         names = [str(name) for name in node.keys()]
-        close = difflib.get_close_matches(leaf, names, n=3, cutoff=0.6)
+        # A top-level key may also be a misspelt config group, so group names are candidates too.
+        candidates = names if parent else sorted(set(names) | set(config_groups(overrides)))
+        close = difflib.get_close_matches(leaf, candidates, n=3, cutoff=0.6)
         if "method_overrides" in parent.split("."):
             # Per-method overrides are free-form: a new method or setting is added with a leading +.
             entries = f"its entries are {', '.join(names)}" if names else "it has no entries"

@@ -20,7 +20,7 @@ from mixbench.report import CORPUS, SIM, Filters, build_table, load_experiment, 
 from mixbench.runs import RunStore, folder_lock, require_writable, write_json_atomic
 from mixbench.setting import CorpusSetting, check_settings
 from mixbench.parallel import run_parallel, run_sequential
-from mixbench.threads import available_cores, member_threads, set_torch_threads
+from mixbench.threads import available_cores, member_threads, set_torch_threads, warn_oversubscribed
 
 log = logging.getLogger("mixbench")
 
@@ -325,6 +325,21 @@ def _benchmark_jobs(experiment) -> int:
     return jobs
 
 
+def benchmark_workers(jobs: int, tasks: int, threads: int, cores: int) -> tuple[int, int]:
+    """Return the worker processes for `tasks` tasks at `experiment.jobs`=`jobs`, and the torch threads of each.
+
+    A worker beyond the number of tasks would sit idle, so there are min(jobs, tasks) of them, and
+    they share `threads` (the command's count, already resolved from auto or 0), at least 1 each.
+    Warns when the workers at one thread each still use more threads than `threads`.
+    """
+    workers = min(jobs, tasks)
+    if workers <= 1:
+        return 1, threads
+    each = member_threads(threads, workers, cores)
+    warn_oversubscribed(threads, each, workers, cores, "worker processes", "experiment.jobs")
+    return workers, each
+
+
 def benchmark(cfg):
     """Run every method of the experiment at every seed, then write and print the table."""
     _set_threads(cfg.train)
@@ -352,11 +367,12 @@ def benchmark(cfg):
                           setting_label(setting_identity(setting)), skipped)
     log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
     tasks = [(seed, name) for seed in seeds for name in names]
-    if jobs > 1 and len(tasks) > 1:
+    workers, worker_threads = benchmark_workers(jobs, len(tasks), int(cfg.train.threads), available_cores())
+    if workers > 1:
         plain = _plain(cfg)
-        plain["train"]["threads"] = member_threads(int(cfg.train.threads), jobs, available_cores())
-        log.info("running %d tasks in %d worker processes with %s torch thread(s) each", len(tasks), jobs, plain["train"]["threads"])
-        failures = run_parallel(plain, tasks, configs, directory, jobs, build_setting)
+        plain["train"]["threads"] = worker_threads
+        log.info("running %d tasks in %d worker processes with %s torch thread(s) each", len(tasks), workers, worker_threads)
+        failures = run_parallel(plain, tasks, configs, directory, workers, build_setting)
     else:
         failures = run_sequential(tasks, configs, setting, store, directory)
     if not setting.is_main_process():

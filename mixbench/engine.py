@@ -133,13 +133,15 @@ def execute_run(
     context: MethodContext | None = None,
     reference: tuple[RunSpec, Path] | None = None,
     on_round: RoundObserver | None = None,
+    trained_by: str | None = None,
 ) -> dict:
     """Train the run described by `spec` to the end, resuming from its checkpoint, and return its record.
 
     `reference` is the spec and folder of a finished run whose model becomes the backend's
     reference model (DoReMi's excess loss is measured against it). `on_round` is called each
     time the method's A estimate is recorded (see `RoundObserver`); branch sweeps use it to
-    save the run's state at chosen rounds.
+    save the run's state at chosen rounds. `trained_by` names the method whose task trains the
+    run; trackers log it, and it changes neither the run id nor the record.
     """
     tracking = bool(tracker_names(spec.train))  # a missing tracker package fails before the model is built
     backend = _make_backend(spec, setting, method, reference)
@@ -158,7 +160,7 @@ def execute_run(
 
     progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}",
                     disable=None if main and SHOW_PROGRESS else True, leave=False)  # None: only on a terminal
-    tracker = open_run_tracker(spec, run_dir, setting.domains) if main else None
+    tracker = open_run_tracker(spec, run_dir, setting.domains, trained_by) if main else None
     # Trackers log every step, so each `train` call takes one step; chunking changes no result.
     chunk = 1 if tracking else PROGRESS_CHUNK
     try:
@@ -416,7 +418,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         _warn_if_few_rounds(method, context)
 
     def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
-        return execute_run(spec, setting, run_dir, method=online, context=context)
+        return execute_run(spec, setting, run_dir, method=online, context=context, trained_by=method.name)
 
     if method.kind == "static":
         observations, _ = _train_probes(method.explore(context), method.name, setting, store, seed, train, extra, main)
@@ -428,7 +430,9 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         online, reference = _prepare_online(method_config, setting, store, seed, context, train, extra, main)
         spec = setting.spec(seed, method={"name": method.name, **params}, role="proxy" if method.trains_proxy else "final")
         run, _ = store.get_or_run(
-            spec, lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference), main=main
+            spec,
+            lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference, trained_by=method.name),
+            main=main,
         )
         if method.trains_proxy:
             extra.append(run)

@@ -2,12 +2,14 @@
 
 `train.threads` is the number of torch threads the command may use at once: a positive count,
 `auto` for every core this process may run on, or 0 for torch's own default. Under Hydra's joblib
-launcher (`mixbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=N ...`) N members train at
-the same time, so each member gets the count divided by N, at least 1. Under submitit_local every
-member of the sweep (or of each batch of hydra.sweeper.max_batch_size) starts at once, and N is
-their number. The count a run actually used is written back into `train.threads`, so its run
-spec records it. Run ids leave threads out, so a run trained at one count is reused at another.
-`mixbench benchmark experiment.jobs=N` divides the count among its N worker processes the same way.
+launcher (`mixbench run -m hydra/launcher=joblib hydra.launcher.n_jobs=N ...`) up to N members train
+at the same time, so each member gets the count divided by the smaller of N and the sweep's size,
+at least 1. Under submitit_local every member of the sweep (or of each batch of
+hydra.sweeper.max_batch_size) starts at once, and the count is divided by their number. The count
+a run actually used is written back into `train.threads`, so its run spec records it. Run ids leave
+threads out, so a run trained at one count is reused at another. `mixbench benchmark
+experiment.jobs=N` divides the count the same way among its worker processes, the smaller of N and
+the number of tasks.
 """
 
 import logging
@@ -33,9 +35,9 @@ def available_cores() -> int:
 def parallel_members(cores: int) -> int:
     """Return how many sweep members run at once in this process's sweep.
 
-    joblib runs its `n_jobs` side by side, and submitit's local executor starts every member of
-    the sweep at once. The basic launcher runs them one after another, and a SLURM member has its
-    own allocation: both count 1.
+    joblib runs up to `n_jobs` side by side, never more than the sweep (or batch) has, and
+    submitit's local executor starts every member of the sweep at once. The basic launcher runs
+    them one after another, and a SLURM member has its own allocation: both count 1.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -46,7 +48,10 @@ def parallel_members(cores: int) -> int:
     if hydra.mode != RunMode.MULTIRUN:
         return 1
     if hydra.launcher.get("n_jobs") is not None:
-        return joblib_members(hydra.launcher.n_jobs, cores)
+        members = joblib_members(hydra.launcher.n_jobs, cores)
+        size = _count_sweep(hydra.sweep.dir)
+        # A sweep that cannot be counted keeps n_jobs, which never gives members more threads than the budget.
+        return members if size is None else min(members, size)
     if str(hydra.launcher.get("_target_", "")).endswith(".LocalLauncher"):
         return sweep_size(hydra.sweep.dir)
     return 1
@@ -56,21 +61,38 @@ def sweep_size(sweep_dir) -> int:
     """Return the number of members of the sweep, from the overrides saved in its multirun.yaml.
 
     A member's own overrides hold single values, so the sweep's lists are read from the file
-    Hydra writes before it launches any member. Without the file, return 1 with a warning.
+    Hydra writes before it launches any member. Where the file is missing or a sweep has no fixed
+    size, return 1 with a warning.
     """
+    size = _count_sweep(sweep_dir)
+    if size is None:
+        log.warning(
+            "cannot count the sweep's members in %s (its multirun.yaml is missing or has an interval sweep); "
+            "each member trains with train.threads threads.",
+            sweep_dir,
+        )
+        return 1
+    return size
+
+
+def _count_sweep(sweep_dir) -> int | None:
+    """Return the number of members of the sweep (at most its max_batch_size), or None where it cannot be counted."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     path = os.path.join(str(sweep_dir), "multirun.yaml")
     if not os.path.exists(path):
-        log.warning("cannot count the sweep's members (%s is missing); each member trains with train.threads threads.", path)
-        return 1
+        return None
     saved = OmegaConf.load(path)
     overrides = OverridesParser.create().parse_overrides(list(saved.hydra.overrides.task))
     size = 1
     for override in overrides:
-        if override.is_sweep_override():
-            size *= len(list(override.sweep_string_iterator()))
+        if not override.is_sweep_override():
+            continue
+        if not override.is_discrete_sweep():
+            # An interval sweep (Optuna, Ax) lists no values, so its sweeper decides the member count.
+            return None
+        size *= len(list(override.sweep_string_iterator()))
     batch = saved.hydra.sweeper.get("max_batch_size")
     return max(1, min(size, batch) if batch else size)
 
@@ -103,6 +125,23 @@ def member_threads(threads, members: int, cores: int) -> int:
     return max(1, total // members)
 
 
+def warn_oversubscribed(threads, used: int, members: int, cores: int, processes: str, option: str) -> bool:
+    """Warn when `members` processes at `used` threads each exceed the budget `train.threads`=`threads`.
+
+    `processes` names them in the message ("parallel members"), and `option` is the setting that
+    runs fewer of them at once. Return whether it warned.
+    """
+    budget = cores if threads == AUTO else threads
+    if used * members <= budget:
+        return False
+    log.warning(
+        "%d %s with %d thread(s) each use more threads than train.threads=%s allows; run fewer %s at once "
+        "(%s) for runs that do not compete for cores.",
+        members, processes, used, threads, processes, option,
+    )  # fmt: skip
+    return True
+
+
 def set_torch_threads(train) -> int:
     """Set torch's CPU threads from `train["threads"]` and store the count used back into `train`.
 
@@ -121,12 +160,10 @@ def set_torch_threads(train) -> int:
     used = torch.get_num_threads()
     if members > 1:
         log.info("torch threads: %d per member (train.threads=%s, %d parallel sweep members)", used, requested, members)
-        if requested != 0 and used * members > (cores if requested == AUTO else requested):
-            log.warning(
-                "%d parallel members with %d thread(s) each use more threads than train.threads=%s allows; "
-                "run fewer members at once (hydra.launcher.n_jobs under joblib, hydra.sweeper.max_batch_size under "
-                "submitit_local) for runs that do not compete for cores.",
-                members, used, requested,
+        if requested != 0:
+            warn_oversubscribed(
+                requested, used, members, cores, "parallel members",
+                "hydra.launcher.n_jobs under joblib, hydra.sweeper.max_batch_size under submitit_local",
             )  # fmt: skip
     if isinstance(train, DictConfig):
         with open_dict(train):

@@ -95,25 +95,31 @@ class RunTracker:
             tracker.finish()
 
 
-def open_run_tracker(spec, run_dir: Path, domains) -> RunTracker | None:
+def open_run_tracker(spec, run_dir: Path, domains, trained_by: str | None = None) -> RunTracker | None:
     """Open the trackers listed in `spec.train.trackers`, or return None when it lists none.
 
-    Logs go to `<train.tracker_dir>/<role>-<run id>`, or to `<run folder>/<role>-<run id>` when
-    `tracker_dir` is null.
+    TensorBoard logs go to `<train.tracker_dir>/<role>-<run id>`, or to `<run folder>/<role>-<run id>`
+    when `tracker_dir` is null. W&B writes its files to `wandb/` inside that same folder (`tracker_dir`
+    or the run folder). `trained_by` is the method whose task trains the run, logged as its `method`
+    where the spec names none (final, probe and reference runs).
     """
     names = tracker_names(spec.train)
     if not names:
         return None
     tracker_dir = spec.train.get("tracker_dir")
     logging_dir = Path(tracker_dir) if tracker_dir else Path(run_dir)
-    return RunTracker(names, f"{spec.role}-{spec.id}", logging_dir, domains, _flat_config(spec))
+    return RunTracker(names, f"{spec.role}-{spec.id}", logging_dir, domains, _flat_config(spec, trained_by))
 
 
-def _flat_config(spec) -> dict:
+def _flat_config(spec, trained_by: str | None = None) -> dict:
     """Return the run's settings as flat scalars, the only values tracker configurations accept."""
     config = {"run_id": spec.id, "role": spec.role, "seed": spec.seed}
     if spec.method is not None:
         config["method"] = str(spec.method.get("name"))
+    elif trained_by is not None:
+        # A static run's spec names no method, and its record may serve several (stratified's run
+        # is also DoReMi's reference), so this is the method whose task trained it.
+        config["method"] = trained_by
     for group in ("model", "train"):
         for key, value in getattr(spec, group).items():
             if isinstance(value, (bool, int, float, str)):

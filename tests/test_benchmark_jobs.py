@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mixbench.commands import benchmark_workers
 from test_cli import mixbench, overrides
 
 METHODS = "experiment.methods=[stratified,doremi,natural]"
@@ -21,6 +22,31 @@ def losses_by_run(results):
         record = json.loads(path.read_text())
         recorded[record["id"]] = (record["val_losses"], record["test_losses"])
     return recorded
+
+
+@pytest.mark.parametrize(
+    "jobs, tasks, threads, expected",
+    [
+        (4, 3, 6, (3, 2)),  # three tasks need three workers, which share the six threads
+        (4, 3, 4, (3, 1)),
+        (2, 6, 4, (2, 2)),
+        (4, 1, 4, (1, 4)),  # one task runs in this process with every thread
+        (1, 5, 2, (1, 2)),
+    ],
+)
+def test_benchmark_workers_capped_by_tasks(jobs, tasks, threads, expected):
+    assert benchmark_workers(jobs, tasks, threads, cores=16) == expected
+
+
+def test_benchmark_workers_warn_oversubscription(caplog):
+    assert benchmark_workers(4, 6, 2, cores=16) == (4, 1)
+    assert "4 worker processes with 1 thread(s) each use more threads than train.threads=2 allows" in caplog.text
+    assert "experiment.jobs" in caplog.text
+
+
+def test_benchmark_workers_no_warning_within_budget(caplog):
+    assert benchmark_workers(4, 2, 2, cores=16) == (2, 1)
+    assert "use more threads than" not in caplog.text
 
 
 def test_two_jobs_match_sequential_records(text_folders, tmp_path):

@@ -133,3 +133,97 @@ def test_run_multirun_sweeps_seeds(text_folders, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     saved = sorted(path.name for path in (tmp_path / "results" / "default" / "methods").glob("*.json"))
     assert saved == ["natural-seed0.json", "natural-seed1.json"]
+
+
+def test_sweep_bad_value_stops_before_training(tmp_path):
+    result = mixbench("run", "-m", "method=doremi", "method.eta=0.5,1.O", "seed=0", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert ("mixbench: error: sweep member 1 (method=doremi method.eta=1.O seed=0 experiment=sim): "
+            "method 'doremi' got eta='1.O'; expected a number") in result.stderr
+    assert "Launching" not in result.stderr
+    assert not (tmp_path / "results").exists()
+    # choice() and range() expand as Hydra's basic sweeper expands them, the last key varying fastest.
+    result = mixbench("run", "-m", "method=doremi", "method.eta=choice(0.5,abc)", "seed=range(0,2)", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sweep member 2 (method=doremi method.eta=abc seed=0 experiment=sim)" in result.stderr
+    # A corpus run's training settings are checked without building the corpus.
+    result = mixbench("run", "-m", "method=natural", "train.steps=40,-1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sweep member 1 (method=natural train.steps=-1): train.steps=-1 is invalid" in result.stderr
+    # The simulator's training settings, and the benchmark's members.
+    result = mixbench("benchmark", "-m", "experiment=sim", "sim.sampling=largest_remainder,bogus", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sweep member 1 (experiment=sim sim.sampling=bogus): unknown sampling 'bogus'" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_large_sweep_checks_each_value(tmp_path):
+    # 600 members: each swept value is checked once, and the member is numbered as Hydra numbers it.
+    result = mixbench("run", "-m", "method=doremi", "method.eta=0.5,1.O", "seed=range(0,300)", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sweep member 300 (method=doremi method.eta=1.O seed=0 experiment=sim): method 'doremi' got eta='1.O'" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_sweep_check_loads_plugins(tmp_path):
+    (tmp_path / "heavy.py").write_text(
+        "import numpy as np\nfrom mixbench.method import StaticMethod, register\n\n\n@register\n"
+        "class FirstHeavy(StaticMethod):\n    name = 'first_heavy'\n\n"
+        "    def optimize(self, context):\n        return np.full(context.m, 1.0 / context.m)\n"
+    )
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+    arguments = [sys.executable, "-m", "mixbench", "run", "-m", "plugins=[heavy]", "method.name=first_heavy", "experiment=sim",
+                 "sim.steps=40", "sim.eval_every=20", "sim.warmup_steps=4", "seed=0,1"]
+    result = subprocess.run(arguments, cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "first_heavy seed 1: final mean loss" in result.stderr
+
+
+def test_joblib_zero_jobs_is_rejected(tmp_path):
+    result = mixbench("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "seed=0,1", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "mixbench: error: hydra.launcher.n_jobs=0 is invalid; use a positive number" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_top_level_key_gets_a_suggestion(tmp_path):
+    expected = "mixbench: sede is not a setting of mixbench run; did you mean seed?"
+    result = mixbench("run", "sede=0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    result = mixbench("run", "-m", "sede=0,1", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    # Config group names are candidates too, also where the command's config has no such key.
+    result = mixbench("benchmark", "methd=doremi", cwd=tmp_path)
+    assert "mixbench: methd is not a setting of mixbench benchmark; did you mean method?" in result.stderr
+    # Hydra writes the sweep's multirun.yaml before it composes the members, but nothing trains.
+    assert not list(tmp_path.glob("results/*/methods"))
+
+
+def test_launcher_mistakes_get_hints(tmp_path):
+    result = mixbench("run", "-m", "hydra/launcher=jobib", "seed=0,1", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "mixbench: hydra/launcher=jobib names no launcher. Did you mean hydra/launcher=joblib?" in result.stderr
+    assert "The launchers are basic, joblib, slurm, submitit_local, submitit_slurm." in result.stderr
+    result = mixbench("run", "-m", "hydra.launcher.n_jobs=2", "seed=0,1", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "mixbench: hydra.launcher.n_jobs=2 sets an option of another launcher, but the command uses Hydra's basic" in result.stderr
+    assert "`hydra/launcher=joblib hydra.launcher.n_jobs=2`" in result.stderr
+    result = mixbench("run", "-m", "hydra/launcher=slurm", "hydra.launcher.partion=gpu", "seed=0,1", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "hydra.launcher.partion is not a setting of launcher slurm; did you mean hydra.launcher.partition?" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_submitit_plugin_names_the_extra(monkeypatch):
+    from mixbench import launchers
+
+    monkeypatch.setattr(launchers, "_submitit_installed", lambda: False)
+    for name in ("slurm", "submitit_local"):
+        hints = launchers.launcher_hints([f"hydra/launcher={name}", "seed=0,1"])
+        assert len(hints) == 1
+        assert 'install it with `pip install -e ".[slurm]"`' in hints[0]
+    assert launchers.launcher_hints(["hydra/launcher=joblib"]) == []

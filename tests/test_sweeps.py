@@ -3,6 +3,7 @@ records, and the SLURM launcher config. Sweeps run the real command line with Hy
 launcher and train real tiny models on the small real-text corpus."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN
 from mixbench.errors import ConfigError
-from mixbench.threads import joblib_members, member_threads, set_torch_threads, sweep_size
+from mixbench.threads import joblib_members, member_threads, parallel_members, set_torch_threads, sweep_size, warn_oversubscribed
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -106,6 +107,76 @@ def test_set_torch_threads_records_count():
         assert train.threads == used == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def joblib_sweep(tmp_path):
+    """Set Hydra's config to a member of a joblib sweep over `overrides` in `tmp_path`, at `n_jobs`."""
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    def start(n_jobs: int, overrides: list[str] | None) -> None:
+        hydra = OmegaConf.structured(HydraConf)
+        hydra.mode = RunMode.MULTIRUN
+        hydra.launcher = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": n_jobs}
+        hydra.sweep.dir = str(tmp_path)
+        if overrides is not None:
+            saved = {"hydra": {"overrides": {"task": overrides}, "sweeper": {"max_batch_size": None}}}
+            OmegaConf.save(OmegaConf.create(saved), tmp_path / "multirun.yaml")
+        HydraConfig.instance().set_config(OmegaConf.create({"hydra": hydra}))
+
+    before = torch.get_num_threads()
+    yield start
+    HydraConfig.instance().cfg = None
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "n_jobs, overrides, expected",
+    [
+        (4, ["method=stratified", "seed=0,1"], 2),  # two members: joblib never runs more at once
+        (2, ["method=stratified,natural", "seed=0,1,2"], 2),  # six members, two at a time
+        (4, None, 4),  # without multirun.yaml the count stays n_jobs
+        (4, ["train.lr=interval(0.1,1.0)"], 4),  # an interval sweep has no fixed size
+    ],
+)
+def test_joblib_members_capped_by_sweep(joblib_sweep, n_jobs, overrides, expected):
+    joblib_sweep(n_jobs, overrides)
+    assert parallel_members(cores=16) == expected
+
+
+def test_joblib_small_sweep_threads(joblib_sweep, caplog):
+    from omegaconf import OmegaConf
+
+    caplog.set_level(logging.INFO, logger="mixbench.threads")
+    joblib_sweep(4, ["method=stratified", "seed=0,1"])
+    train = OmegaConf.create({"threads": 4})
+    assert set_torch_threads(train) == 2
+    assert train.threads == 2
+    assert "torch threads: 2 per member (train.threads=4, 2 parallel sweep members)" in caplog.text
+
+
+def test_joblib_small_sweep_no_false_warning(joblib_sweep, caplog):
+    joblib_sweep(4, ["method=stratified", "seed=0,1"])
+    assert set_torch_threads({"threads": 2}) == 1
+    assert "use more threads than" not in caplog.text
+
+
+def test_joblib_oversubscription_warns(joblib_sweep, caplog):
+    joblib_sweep(4, ["method=stratified,natural", "seed=0,1"])
+    assert set_torch_threads({"threads": 2}) == 1
+    assert "4 parallel members with 1 thread(s) each use more threads than train.threads=2 allows" in caplog.text
+    assert "hydra.launcher.n_jobs" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "threads, used, members, cores, expected",
+    [(2, 1, 2, 8, False), (2, 1, 4, 8, True), ("auto", 1, 2, 2, False), ("auto", 1, 3, 2, True)],
+)
+def test_warn_oversubscribed_compares_budget(threads, used, members, cores, expected):
+    assert warn_oversubscribed(threads, used, members, cores, "worker processes", "experiment.jobs") is expected
 
 
 # ---------------------------------------------------------------- runs shared by parallel members

@@ -114,3 +114,36 @@ def test_tracker_names_default_empty():
     assert tracker_names({}) == []
     assert tracker_names({"trackers": None}) == []
     assert tracker_names({"trackers": []}) == []
+
+
+def test_flat_config_names_training_method():
+    from mixbench.runs import RunSpec
+    from mixbench.trackers import _flat_config
+
+    static = RunSpec(data={}, model={"d_model": 32}, train={"steps": 12}, seed=0, mixture=(0.5, 0.5), role="reference")
+    config = _flat_config(static, "doremi")
+    assert config["role"] == "reference"
+    assert config["method"] == "doremi"
+    assert config["model.d_model"] == 32
+    assert "method" not in _flat_config(static)
+
+    # A proxy's spec names its method, which wins over the task's.
+    proxy = RunSpec(data={}, model={}, train={}, seed=0, method={"name": "doremi", "eta": 1.0}, role="proxy")
+    assert _flat_config(proxy, "other")["method"] == "doremi"
+
+
+def test_tracked_runs_name_their_method(small_corpus, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="pip install tensorboard to test the TensorBoard tracker")
+    from mixbench import engine, trackers
+
+    logged = []
+
+    def capture(spec, run_dir, domains, trained_by=None):
+        logged.append(trackers._flat_config(spec, trained_by))
+        return None
+
+    monkeypatch.setattr(engine, "open_run_tracker", capture)
+    setting = setting_with(small_corpus, trackers=["tensorboard"], tracker_dir=str(tmp_path / "tb"))
+    run_method({"name": "doremi"}, setting, RunStore(tmp_path / "results"), seed=0)
+    assert [config["role"] for config in logged] == ["reference", "proxy", "final"]
+    assert [config["method"] for config in logged] == ["doremi"] * 3
