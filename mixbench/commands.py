@@ -239,13 +239,13 @@ def run(cfg):
     return result
 
 
-def follow_up_command(command: str, results_dir, experiment_name: str) -> str:
-    """Return `mixbench COMMAND experiment.name=NAME` quoted for a shell, with results_dir=... unless it is ./results."""
+def follow_up_command(command: str, results_dir, experiment_name: str, *overrides: str) -> str:
+    """Return `mixbench COMMAND experiment.name=NAME OVERRIDES` quoted for a shell, with results_dir=... unless it is ./results."""
     words = ["mixbench", command]
     if Path(str(results_dir)) != Path(DEFAULT_RESULTS_DIR):
         words.append(f"results_dir={results_dir}")
     words.append(f"experiment.name={experiment_name}")
-    return shlex.join(words)
+    return shlex.join([*words, *overrides])
 
 
 def benchmark_methods(experiment) -> list[str]:
@@ -398,8 +398,9 @@ def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
     if earlier:
         log.warning(
             "the table of %s also includes seeds %s from earlier runs; use another experiment.name for a table of "
-            "seeds %s alone, or `mixbench table results_dir=%s experiment.name=%s 'table.seeds=%s'` for a filtered copy.",
-            directory, earlier, seeds, directory.parent, directory.name, seeds,
+            "seeds %s alone, or `%s` for a filtered copy.",
+            directory, earlier, seeds,
+            follow_up_command("table", directory.parent, directory.name, f"table.seeds=[{','.join(map(str, seeds))}]"),
         )
     variants = sorted({result["name"] for result in results if result["name"] != result["method"]})
     if variants:

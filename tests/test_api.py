@@ -191,3 +191,8 @@ def test_run_hint_names_results_dir(tmp_path, monkeypatch, caplog):
     with caplog.at_level("INFO", logger="mixbench"):
         api.run(method="natural", results_dir="my results", overrides=short)
     assert "(mixbench table 'results_dir=my results' experiment.name=sim shows it)" in caplog.text
+
+    # A benchmark of other seeds points to a filtered copy of the table, quoted for the shell.
+    caplog.clear()
+    api.benchmark(results_dir="my results", overrides=[*short, "experiment.methods=[natural]", "experiment.seeds=[1,2]"])
+    assert "or `mixbench table 'results_dir=my results' experiment.name=sim 'table.seeds=[1,2]'` for a filtered copy" in caplog.text
