@@ -335,9 +335,9 @@ def benchmark_workers(jobs: int, tasks: int, threads: int, cores: int) -> tuple[
     workers = min(jobs, tasks)
     if workers <= 1:
         return 1, threads
-    each = member_threads(threads, workers, cores)
-    warn_oversubscribed(threads, each, workers, cores, "worker processes", "experiment.jobs")
-    return workers, each
+    per_worker = member_threads(threads, workers, cores)
+    warn_oversubscribed(threads, per_worker, workers, cores, "worker processes", "experiment.jobs")
+    return workers, per_worker
 
 
 def benchmark(cfg):

@@ -197,10 +197,10 @@ def apply_filters(results: list[dict], filters: Filters, expected_methods=()) ->
 
 def _row_name(name: str, variant_names: list[str]) -> str:
     """Return the row that `name` means: `doremi[eta=0.50]` is the row `doremi[eta=0.5]`, as values are compared parsed."""
-    wanted = _parse_row_name(name)
-    if wanted is None or name in variant_names:
+    requested = _parse_row_name(name)
+    if requested is None or name in variant_names:
         return name
-    matches = [row for row in variant_names if _parse_row_name(row) == wanted]
+    matches = [row for row in variant_names if _parse_row_name(row) == requested]
     return matches[0] if len(matches) == 1 else name
 
 

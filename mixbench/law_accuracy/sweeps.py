@@ -221,12 +221,12 @@ def check_law_runs(options: StaticOptions, m: int) -> None:
     short = {name: need for name, need in needs.items() if need > n_fit}
     if not short:
         return
-    what = "; ".join(
+    needs_text = "; ".join(
         f"{name} needs {need} (experiment.mixtures={fewest_runs(options.held_out_fraction, need)} or more)"
         for name, need in short.items()
     )
     split = (f"experiment.mixtures={options.mixtures} leaves {n_fit} runs to fit on at "
-             f"experiment.held_out_fraction={options.held_out_fraction}, and at {m} domains {what}")
+             f"experiment.held_out_fraction={options.held_out_fraction}, and at {m} domains {needs_text}")
     if len(short) == len(needs):
         raise ConfigError(
             f"no law of experiment.laws=[{','.join(options.laws)}] can be fitted: {split}. Raise experiment.mixtures, or "
