@@ -3,6 +3,7 @@
 import difflib
 import importlib
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
     try:
         entry()
+        _leave_process_group(finished=True)
     except SystemExit as exit:
+        _leave_process_group(finished=False)
         # Hydra exits with 1 when the config cannot be composed; a misspelt key then gets a suggestion.
         if exit.code == 1:
             from mixbench.launchers import launcher_hints
@@ -339,12 +342,24 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _leave_process_group(finished: bool) -> None:
+    """Shut down the torch process group a command joined (under torchrun); commands that never imported torch skip it."""
+    if "torch.distributed" in sys.modules:
+        from mixbench.train.accelerator import leave_process_group
+
+        leave_process_group(finished)
+
+
 def _guarded(task):
     """Wrap a task so that mixbench's own errors print one clear line and exit with status 2."""
 
     def wrapper(cfg):
         from tqdm.contrib.logging import logging_redirect_tqdm
 
+        if os.environ.get("RANK", "0") != "0":
+            # Under torchrun or accelerate launch every process runs the command; rank 0 reports progress,
+            # the others only their warnings and errors.
+            logging.getLogger().setLevel(logging.WARNING)
         try:
             # Log lines go through tqdm, so that they do not land in the middle of a progress bar.
             with logging_redirect_tqdm():

@@ -162,12 +162,20 @@ def provenance() -> dict:
 
 
 @contextlib.contextmanager
-def folder_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive `flock` on `directory/.lock` (creating the folder), across processes."""
+def folder_lock(directory: Path, waiting: str | None = None) -> Iterator[None]:
+    """Hold an exclusive `flock` on `directory/.lock` (creating the folder), across processes.
+
+    When another process holds the lock, the line `waiting` (or one naming the folder) is logged
+    first, since the wait can last as long as a training run.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(waiting or f"waiting for another process that holds the lock on {directory}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -246,7 +254,8 @@ class RunStore:
     def lock(self, spec: RunSpec):
         """Hold an exclusive lock on a run, so that parallel sweep members train it once."""
         self._check_writable(f"lock run {spec.id}")
-        return folder_lock(self.run_dir(spec))
+        waiting = f"run {spec.id} ({spec.role}) is being trained by another process; waiting to reuse its record"
+        return folder_lock(self.run_dir(spec), waiting)
 
     def get_or_run(self, spec: RunSpec, train: Callable[[RunSpec, Path], dict], main: bool = True) -> tuple[dict, bool]:
         """Return `(record, reused)`: the stored record, or the record of a new run of `train`.

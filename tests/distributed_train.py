@@ -35,11 +35,7 @@ def main(corpus_path: str, results: str, method: str, out: str, settings: str) -
 
 
 if __name__ == "__main__":
-    import torch.distributed as dist
+    from mixbench.train.accelerator import leave_process_group
 
     main(*sys.argv[1:6])
-    if dist.is_initialized():
-        # Both ranks leave together, and the gloo group is shut down before the interpreter exits:
-        # a rank that exited with the group alive once aborted in the group's destructor.
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_process_group()

@@ -227,3 +227,17 @@ def test_missing_submitit_plugin_names_the_extra(monkeypatch):
         assert len(hints) == 1
         assert 'install it with `pip install -e ".[slurm]"`' in hints[0]
     assert launchers.launcher_hints(["hydra/launcher=joblib"]) == []
+
+
+def test_only_rank_zero_logs_progress(text_folders, tmp_path):
+    # torchrun sets RANK in every process it starts; each runs the whole command.
+    data = [item for item in overrides(text_folders, tmp_path / "cache") if item.startswith("data")]
+    arguments = [sys.executable, "-m", "mixbench", "prepare", *data]
+    lines = {}
+    for rank in ("0", "1"):
+        environment = dict(os.environ, OMP_NUM_THREADS="1", RANK=rank)
+        result = subprocess.run(arguments, cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines[rank] = result.stderr
+    assert "mixbench: corpus " in lines["0"]
+    assert "mixbench: corpus " not in lines["1"] and "mixbench: domain " not in lines["1"]

@@ -38,3 +38,24 @@ def test_two_processes_match_one(small_corpus, tmp_path, method):
     np.testing.assert_allclose(parallel["trajectory"], single["trajectory"], rtol=1e-4)
     assert parallel["test"] == pytest.approx(single["test"], rel=1e-4)
     assert parallel["val"] == pytest.approx(single["val"], rel=1e-4)
+
+
+LEAVE_GROUP_SCRIPT = """
+import sys
+import torch.distributed as dist
+from mixbench.train.accelerator import leave_process_group
+
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+before = dist.is_initialized()
+leave_process_group()
+print(before, dist.is_initialized())
+leave_process_group()  # a second call, or a command that never joined a group, does nothing
+"""
+
+
+def test_leave_process_group_shuts_the_group_down(tmp_path):
+    # In a fresh interpreter, so that the test process never joins a group.
+    result = subprocess.run([sys.executable, "-c", LEAVE_GROUP_SCRIPT, str(tmp_path / "store")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["True", "False"]

@@ -1,13 +1,15 @@
 import json
+import logging
 import os
 import stat
+import threading
 
 import numpy as np
 import pytest
 
 from mixbench.engine import run_method
 from mixbench.errors import ConfigError
-from mixbench.runs import RunSpec, RunStore, write_json_atomic
+from mixbench.runs import RunSpec, RunStore, folder_lock, write_json_atomic
 
 from conftest import tree_state
 
@@ -144,3 +146,29 @@ def test_record_has_metrics_compute_and_provenance(tiny_setting, tmp_path):
     np.testing.assert_allclose(sum(record["final_mixture"]), 1.0)
     assert record["spec"]["id"] == record["id"]
     assert not (tmp_path / "runs" / record["id"] / "checkpoint").exists()
+
+
+def test_waiting_for_a_held_lock_is_logged(tmp_path, caplog):
+    locked, release = threading.Event(), threading.Event()
+
+    def holder():
+        with folder_lock(tmp_path / "run"):
+            locked.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    locked.wait(10)
+    threading.Timer(0.2, release.set).start()
+    with caplog.at_level(logging.INFO, logger="mixbench.runs"):
+        with folder_lock(tmp_path / "run", "run abc (final) is being trained by another process"):
+            pass
+    thread.join()
+    assert "run abc (final) is being trained by another process" in caplog.text
+
+    # A free lock is taken without a line.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mixbench.runs"):
+        with folder_lock(tmp_path / "run", "never logged"):
+            pass
+    assert "never logged" not in caplog.text

@@ -31,3 +31,19 @@ def get_accelerator(mixed_precision: str = "no") -> Accelerator:
     accelerator = Accelerator(cpu=not on_gpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
     _current = (key, accelerator)
     return accelerator
+
+
+def leave_process_group(finished: bool = True) -> None:
+    """Shut down the process group, if this process joined one, before the interpreter exits.
+
+    A rank that exits with its gloo group alive can abort in the group's destructor. After a
+    finished command the ranks first meet at a barrier, so that none tears the group down while
+    another still uses it; after an error they do not wait, since the other ranks may never arrive.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
