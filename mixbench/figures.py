@@ -86,6 +86,7 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
     _warn_mixed_runs(Path(results_dir), directory)
     common = figure_module("common")
     base = Path(out_dir) if out_dir else common.default_out_dir(results_dir, str(experiment))
+    created = not base.exists()
     require_writable(base, "figures", "set out_dir=PATH to write the figures to a folder you can write to; the records are only read.")
     # An experiment run in several settings (data=default and data=three, say) gets one folder of
     # figures per setting, because their domains differ.
@@ -106,7 +107,18 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
             written[name] += paths
             log.info("figure %s: wrote %s", name, ", ".join(str(path.relative_to(path.parents[1])) if setting else path.name for path in paths))
     _warn_earlier_files(base, selected, written)
+    if created and not any(written.values()):
+        _remove_empty_folders(base)
     return written
+
+
+def _remove_empty_folders(base: Path) -> None:
+    """Remove `base` and its sub-folders if no file was written in them: every figure was skipped."""
+    for folder in sorted((path for path in base.rglob("*") if path.is_dir()), key=lambda path: len(path.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(base.iterdir()):
+        base.rmdir()
 
 
 def earlier_files(base: Path, names: list[str], written: dict[str, list[Path]]) -> list[Path]:

@@ -258,6 +258,21 @@ def test_single_validation_gets_a_hint(tmp_path, caplog):
     assert "each final run was validated once (train.eval_every=0, train.steps=200)" in caplog.text
 
 
+def test_all_figures_skipped_leaves_no_folder(tmp_path, caplog):
+    results = tmp_path / "results"
+    api.benchmark(overrides=[*SIM, f"results_dir={results}", "experiment.methods=[stratified]"])
+    # A law-sweep figure has no input in a benchmark folder.
+    with caplog.at_level("INFO", logger="mixbench"):
+        written = build_figures(results, "sim", names=["param_heatmaps"])
+    assert written == {"param_heatmaps": []}
+    assert "figure param_heatmaps skipped" in caplog.text
+    assert not (results / "sim" / "figures").exists()
+    # A folder that was there before is kept.
+    (results / "sim" / "figures").mkdir()
+    build_figures(results, "sim", names=["param_heatmaps"])
+    assert (results / "sim" / "figures").is_dir()
+
+
 def test_doremi_heatmap_has_true_a_row(workdir, sim_figures):
     # DoReMi's last estimate is at the final step, where the simulator records no true A. The row of
     # true matrices is drawn anyway, with that panel marked as not recorded.
