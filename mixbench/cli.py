@@ -350,6 +350,26 @@ def _leave_process_group(finished: bool) -> None:
         leave_process_group(finished)
 
 
+def _tag_sweep_member_lines(cfg) -> None:
+    """In a sweep, end each log line with the member's number (and method and seed, for `mixbench run`).
+
+    The joblib launcher runs members side by side in one terminal, so their lines interleave;
+    Hydra's own `#N : overrides` line at each member's launch maps the number to its settings.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    tag = f"#{HydraConfig.get().job.num}"
+    method = cfg.get("method")
+    if method is not None and "name" in method and "seed" in cfg:
+        tag += f" {method.name} seed {cfg.seed}"
+    for handler in logging.getLogger().handlers:
+        date_format = handler.formatter.datefmt if handler.formatter else None
+        handler.setFormatter(logging.Formatter(f"[%(asctime)s] %(name)s: %(message)s [{tag.replace('%', '%%')}]", date_format))
+
+
 def _guarded(task):
     """Wrap a task so that mixbench's own errors print one clear line and exit with status 2."""
 
@@ -360,6 +380,7 @@ def _guarded(task):
             # Under torchrun or accelerate launch every process runs the command; rank 0 reports progress,
             # the others only their warnings and errors.
             logging.getLogger().setLevel(logging.WARNING)
+        _tag_sweep_member_lines(cfg)
         try:
             # Log lines go through tqdm, so that they do not land in the middle of a progress bar.
             with logging_redirect_tqdm():

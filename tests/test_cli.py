@@ -133,6 +133,9 @@ def test_run_multirun_sweeps_seeds(text_folders, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     saved = sorted(path.name for path in (tmp_path / "results" / "default" / "methods").glob("*.json"))
     assert saved == ["natural-seed0.json", "natural-seed1.json"]
+    # Each line names its member, whose lines would interleave with another's under the joblib launcher.
+    finals = [line for line in result.stderr.splitlines() if "average test perplexity" in line]
+    assert [line.rsplit(" [", 1)[1] for line in finals] == ["#0 natural seed 0]", "#1 natural seed 1]"]
 
 
 def test_sweep_bad_value_stops_before_training(tmp_path):
@@ -240,4 +243,5 @@ def test_only_rank_zero_logs_progress(text_folders, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         lines[rank] = result.stderr
     assert "mixbench: corpus " in lines["0"]
-    assert "mixbench: corpus " not in lines["1"] and "mixbench: domain " not in lines["1"]
+    assert "mixbench: corpus " not in lines["1"]
+    assert "mixbench: domain " not in lines["1"]
