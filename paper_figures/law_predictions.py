@@ -93,7 +93,9 @@ def figure_title(report: str, folder: str, test_sets: list[str]) -> str:
         kind = "Cross-validated"
     else:
         kind = "Out-of-sample"
-    return f"{kind} predictions of {report}, {folder}"
+    # A sweep's report is named after its experiment folder (laws_static in laws_static/): name it once.
+    place = report if report == folder else f"{report}, {folder}"
+    return f"{kind} predictions of {place}"
 
 
 def add_legend(fig, targets: list[str], colors: dict) -> Legend | None:

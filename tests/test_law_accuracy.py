@@ -51,7 +51,7 @@ def test_read_joins_on_index(tmp_path):
     assert table.domains == DOMAINS
     assert table.targets == TARGETS
     assert table.index == (1, 2, 3, 4, 5, 6)
-    assert table.name == "runs_mixture"
+    assert table.name == "runs_mixture.csv"  # the file name, as `mixbench laws` reports label test sets
     np.testing.assert_allclose(table.L, L)
     np.testing.assert_allclose(table.P, P)
 
@@ -59,7 +59,7 @@ def test_read_joins_on_index(tmp_path):
 def test_read_mismatched_indices(tmp_path):
     mixtures = write_csv(tmp_path / "m.csv", ["index", *DOMAINS], [[1, 1, 0, 0], [2, 0, 1, 0], [3, 0, 0, 1]])
     losses = write_csv(tmp_path / "l.csv", ["index", *TARGETS], [[1, 1, 1], [2, 1, 1], [9, 1, 1]])
-    with pytest.raises(DataError, match=r"indices 3 are in m\.csv but missing from l\.csv; indices 9 are in l\.csv"):
+    with pytest.raises(DataError, match=r"index 3 is in m\.csv but missing from l\.csv; index 9 is in l\.csv"):
         read_run_table(mixtures, losses)
 
 
@@ -203,7 +203,9 @@ def test_score_skips_constant_target():
 def test_score_skips_too_few_runs():
     rows = score_laws(linear_table(3, 0), [linear_table(10, 1, "test")], ["linear", "dml"])
     by_law = {row["law"]: row for row in rows if row["target"] == TARGETS[0]}
-    assert by_law["linear"]["status"] == "ok"
+    # Three runs fix the linear law's three parameters, so it is scored and flagged.
+    assert by_law["linear"]["status"].startswith("exactly determined: the linear law has 3 parameters per target")
+    assert by_law["linear"]["mae"] is not None
     assert by_law["dml"]["status"] == "skipped: the dml law needs at least 4 runs for 3 domains, got 3"
     assert by_law["dml"]["mae"] is None
 
@@ -235,7 +237,7 @@ def test_score_aligns_domain_order():
 def test_cross_validate_rows():
     rows = cross_validate(linear_table(50, 0, "sweep"), ["linear", "trees"], k=5, seed=0)
     linear = [row for row in rows if row["law"] == "linear"]
-    assert [row["test_set"] for row in linear] == ["sweep (5-fold CV)"] * 2
+    assert [(row["test_set"], row["cv_folds"]) for row in linear] == [("cv", 5)] * 2
     assert all(row["r2"] > 0.999999 for row in linear)
     assert all(row["n_train"] == 40 and row["n_test"] == 50 for row in rows)
     trees = [row for row in rows if row["law"] == "trees"]
@@ -283,3 +285,73 @@ def test_match_targets_to_domains():
     domains = ["train_the_pile_arxiv", "train_the_pile_pile_cc", "train_the_pile_pubmed_central", "train_the_pile_cc"]
     targets = ["metric/the_pile_pile_cc_val_loss", "metric/the_pile_arxiv_val_loss", "metric/the_pile_books_val_loss"]
     assert match_targets_to_domains(domains, targets) == [1, 0, None]
+
+
+def test_same_named_laws_are_labelled_by_their_settings():
+    from mixbench.errors import ConfigError
+    from mixbench.laws import get_law
+
+    train, test = linear_table(20, 0), linear_table(10, 1, "test")
+    rows = score_laws(train, [test], [get_law("linear", alpha=0.0), get_law("linear", alpha=10.0), "dml"])
+    assert sorted({row["law"] for row in rows}) == ["dml", "linear(alpha=0.0)", "linear(alpha=10.0)"]
+    # The heavy ridge penalty predicts worse: the two rows are two different fits.
+    mae = {row["law"]: row["mae"] for row in rows if row["target"] == TARGETS[0]}
+    assert mae["linear(alpha=10.0)"] > mae["linear(alpha=0.0)"]
+    with pytest.raises(ConfigError, match="the laws list linear more than once with the same settings"):
+        score_laws(train, [test], ["linear", get_law("linear")])
+    with pytest.raises(ConfigError, match="the laws list linear more than once"):
+        cross_validate(train, ["linear", "linear"], k=4)
+
+
+def test_test_runs_with_training_mixtures_are_named(caplog):
+    train = linear_table(20, 0)
+    with caplog.at_level("WARNING", logger="mixbench.law_accuracy.scoring"):
+        score_laws(train, [train], ["linear"])
+    assert "20 of the 20 runs of test set runs have a mixture that is also in the training table" in caplog.text
+    assert "(the test set repeats the training runs)" in caplog.text
+    caplog.clear()
+    score_laws(train, [linear_table(10, 1, "test")], ["linear"])
+    assert "training table" not in caplog.text
+
+
+def test_exactly_determined_folds_are_flagged():
+    # 8 runs in 4 folds leave 6 to fit the linear law's 3 parameters; 4 runs in 4 folds leave 3.
+    enough = cross_validate(linear_table(8, 0), ["linear"], k=4)
+    assert {row["status"] for row in enough} == {"ok"}
+    exact = cross_validate(linear_table(4, 0), ["linear"], k=4)
+    assert {row["status"] for row in exact} == {
+        "exactly determined: the linear law has 3 parameters per target for 3 domains and was fitted on 3 runs, so its "
+        "predictions are not constrained; fit on more runs"}
+    from mixbench.law_accuracy.report import averages_markdown
+
+    assert "Exactly determined fits (linear on cv)" in averages_markdown(exact)
+    assert "Exactly determined" not in averages_markdown(enough)
+
+
+def test_one_test_run_gets_mae_and_the_reason():
+    from mixbench.law_accuracy.command import mark_undefined
+
+    rows = mark_undefined(score_laws(linear_table(20, 0), [linear_table(1, 1, "one")], ["linear"]))
+    assert all(row["mae"] is not None and row["r2"] is None and row["spearman"] is None for row in rows)
+    assert {row["status"] for row in rows} == {"partial: r2 needs 2 or more test runs and spearman 3, got 1"}
+
+
+def test_read_names_missing_domain_before_row_sums(tmp_path):
+    P = np.array([[0.2, 0.3, 0.5], [0.5, 0.1, 0.4], [0.3, 0.3, 0.4], [0.6, 0.4, 0.0]])
+    mixtures, losses = write_table(tmp_path, P, 0.5 + P @ W.T)
+    rows = list(csv.reader(mixtures.open()))
+    write_csv(mixtures, rows[0][:-1], [row[:-1] for row in rows[1:]])
+    with pytest.raises(DataError, match="has missing domain columns train_c compared with the training mixtures"):
+        read_run_table(mixtures, losses, domains=DOMAINS)
+    # Without the expected domains, only the sums can be checked.
+    with pytest.raises(DataError, match="has 3 rows that do not sum to 1"):
+        read_run_table(mixtures, losses)
+
+
+def test_read_zero_row_is_not_sent_to_renormalize(tmp_path):
+    P = np.array([[0.2, 0.3, 0.5], [0.0, 0.0, 0.0]])
+    mixtures, losses = write_table(tmp_path, P, 0.5 + P @ W.T)
+    with pytest.raises(DataError, match="has 1 row that does not sum to 1") as error:
+        read_run_table(mixtures, losses)
+    assert "the row at index 2 has all weights 0, which is no mixture: drop those runs" in str(error.value)
+    assert "renormalize" not in str(error.value)

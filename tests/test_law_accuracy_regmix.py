@@ -73,4 +73,4 @@ def test_regmix_target_averages(rows):
     assert means["linear"] > 0.80
     assert means["dml"] > 0.95
     assert means["trees"] > 0.97
-    assert "| trees | test_mixture_1m |" in summary_markdown(rows, headline=PILE_CC)
+    assert "| trees | test_mixture_1m.csv |" in summary_markdown(rows, headline=PILE_CC)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from conftest import TINY_MODEL, TINY_TRAIN
 from mixbench.law_accuracy.branch import BranchOptions, branch_sweep
@@ -94,6 +95,29 @@ def test_static_sweep_sim_law_fits(tmp_path):
     assert len(held) == 3
     assert min(row["r2"] for row in held) > 0.99
     assert {row["test_set"] for row in rows} == {"held_out", "cv"}
+
+
+def test_rerun_with_other_settings_names_the_replaced_report(tmp_path, caplog):
+    setting = SimSetting(dict(SIM, domains=3))
+    folder = tmp_path / "sweep"
+    options = static_options(mixtures=9, held_out_fraction=0.34, laws=["linear"])
+    static_sweep(setting, RunStore(tmp_path), options, folder)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mixbench.law_accuracy.sweeps"):
+        static_sweep(setting, RunStore(tmp_path), options, folder)
+    assert "replaces" not in caplog.text
+
+    # Longer runs give another report: the warning names what changed, before the runs train.
+    longer = SimSetting(dict(SIM, domains=3, steps=500))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mixbench.law_accuracy.sweeps"):
+        static_sweep(longer, RunStore(tmp_path), static_options(mixtures=9, held_out_fraction=0.34, laws=["dml"]), folder)
+    warning = next(record for record in caplog.records if "replaces" in record.getMessage())
+    assert warning.levelno == logging.WARNING
+    assert "experiment.laws: ['linear'] -> ['dml']" in warning.getMessage()
+    assert "train.steps: 400 -> 500" in warning.getMessage()
+    first_run = next(record for record in caplog.records if "static sweep run 1/9" in record.getMessage())
+    assert caplog.records.index(warning) < caplog.records.index(first_run)
 
 
 def test_branch_sweep_tiny_corpus(tiny_setting, tmp_path, monkeypatch):
@@ -195,13 +219,18 @@ def test_two_held_out_runs_leave_spearman_blank(caplog):
     three = prediction_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.5, 1.6, 1.4]))
     assert three["spearman"] == pytest.approx(-0.5)
 
+    # The warning comes from the options, which are read before any run trains.
+    experiment = {"name": "x", "seed": 0, "design": "cover", "held_out_fraction": 0.34, "laws": ["linear"], "cv_folds": 0,
+                  "loss_split": "val"}
+    StaticOptions.from_config(OmegaConf.create(dict(experiment, mixtures=6)))
+    assert "experiment.mixtures=6 holds out only 2" in caplog.text
+    caplog.clear()
     mixtures = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
     fit, held_out = split_rows(mixtures, 0.34, seed=0)
     assert (len(fit), len(held_out)) == (4, 2)
-    assert "experiment.mixtures=6 holds out only 2" in caplog.text
-    caplog.clear()
-    split_rows(np.random.default_rng(0).dirichlet(np.ones(3), size=9), 0.34, seed=0)
-    assert "held out" not in caplog.text
+    assert "holds out only" not in caplog.text
+    StaticOptions.from_config(OmegaConf.create(dict(experiment, mixtures=9)))
+    assert "holds out only" not in caplog.text
 
 
 def test_branch_sweep_too_few_children(tmp_path):
@@ -249,8 +278,9 @@ def test_static_corpus_through_cli(text_folders, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_report(tmp_path / "results" / "laws_static" / "laws_static.csv")
     assert [row["n_train"] for row in rows] == ["3"] * 3
-    # Two held-out runs give R^2 but no rank correlation.
-    assert all(row["status"] == "partial: spearman needs 3 or more test runs, got 2" for row in rows)
+    # Two held-out runs give R^2 but no rank correlation, and 3 fit runs fix the linear law's 3 parameters.
+    assert all(row["status"].startswith("partial: spearman needs 3 or more test runs, got 2; exactly determined")
+               for row in rows)
     assert all(row["r2"] != "" and row["spearman"] == "" for row in rows)
     assert "| linear | held_out | 3 | 2 |" in result.stdout
 
@@ -281,10 +311,9 @@ def test_branch_children_checked_against_split(tmp_path):
 
 
 def test_branch_split_warning_names_children(caplog):
-    from mixbench.law_accuracy.sweeps import split_rows
+    from mixbench.law_accuracy.sweeps import check_split
 
-    mixtures = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
-    split_rows(mixtures, 0.25, seed=0, minimum_fit=3, count_key="experiment.children")
+    check_split(6, 0.25, 3, "experiment.children", "the dynamic law")
     assert "raise experiment.held_out_fraction or experiment.children." in caplog.text
 
 

@@ -150,7 +150,7 @@ def test_too_few_runs_skips_law(tmp_path):
     result = mixbench(*table_args(train, [test]), "laws=[linear,dml]", f"out={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_report(out)
-    assert all(row["status"] == "ok" for row in rows if row["law"] == "linear")
+    assert all(row["status"].startswith("exactly determined") for row in rows if row["law"] == "linear")
     dml = [row for row in rows if row["law"] == "dml"]
     assert all("needs at least 4 runs for 3 domains, got 3" in row["status"] for row in dml)
     assert all(row["r2"] == "" for row in dml)
@@ -163,27 +163,42 @@ def test_nothing_scorable_exits_2(tmp_path):
     assert "no law could be scored" in result.stderr
 
 
+def test_cv_with_fewer_runs_than_default_folds(tmp_path):
+    # Fewer runs than the default 5 folds: leave-one-out, and the error names what the laws need.
+    train = write_runs(tmp_path, "train", 3, seed=0)
+    result = mixbench(*table_args(train), f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cv_folds" not in result.stderr
+    assert "the linear law needs at least 3 runs for 3 domains, a fold has 2" in result.stderr
+
+
 def drop_first_loss_row(losses: Path) -> None:
     lines = losses.read_text().splitlines()
     losses.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
 
 
-def drop_domain_column(mixtures: Path) -> None:
+def drop_domain_column(mixtures: Path, keep_sums: bool = True) -> None:
     rows = read_report(mixtures)
-    write_csv(mixtures, ["index", "web", "code"], [[row["index"], row["web"], float(row["code"]) + float(row["books"])] for row in rows])
+    write_csv(mixtures, ["index", "web", "code"],
+              [[row["index"], row["web"], float(row["code"]) + (float(row["books"]) if keep_sums else 0.0)] for row in rows])
 
 
 @pytest.mark.parametrize(
     "damage, extra, message",
     [
-        ("mismatch", [], "indices 100 are in first_mixture.csv but missing from first_loss.csv"),
+        ("mismatch", [], "index 100 is in first_mixture.csv but missing from first_loss.csv"),
         ("domain", [], "missing domain columns books"),
+        # Without the column its rows no longer sum to 1; the column is named, not the sums.
+        ("domain-sums", [], "has missing domain columns books compared with the training mixtures"),
+        ("none", ["train.losses=null"], "train.mixtures is set but train.losses is not"),
+        ("none", ["laws=[linear,dml,linear]"], "laws=[linear,dml,linear] lists linear more than once"),
         ("none", ["test.losses=[]"], "test.mixtures lists 1 files but test.losses lists 0"),
         ("none", ["laws=[dmll]"], "unknown mixing law 'dmll'"),
         ("none", ["cv_folds=1", "test.mixtures=[]", "test.losses=[]"], "cv_folds=1 is invalid"),
-        ("none", ["headline=loss_wbe"], "headline='loss_wbe' is not a target"),
+        ("none", ["headline=loss_wbe"], "headline='loss_wbe' is not a target of the loss file"),
     ],
-    ids=["mismatched-index", "missing-domain", "unpaired-test", "unknown-law", "bad-folds", "bad-headline"],
+    ids=["mismatched-index", "missing-domain", "missing-domain-sums", "no-train-losses", "repeated-law", "unpaired-test",
+         "unknown-law", "bad-folds", "bad-headline"],
 )
 def test_bad_input_exits_2(tables, tmp_path, damage, extra, message):
     train, first, _ = tables
@@ -191,6 +206,8 @@ def test_bad_input_exits_2(tables, tmp_path, damage, extra, message):
         drop_first_loss_row(first[1])
     if damage == "domain":
         drop_domain_column(first[0])
+    if damage == "domain-sums":
+        drop_domain_column(first[0], keep_sums=False)
     result = mixbench(*table_args(train, [first]), *extra, f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert message in result.stderr

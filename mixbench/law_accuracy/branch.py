@@ -26,7 +26,16 @@ from mixbench.errors import ConfigError
 from mixbench.law_accuracy.command import log_skipped, mark_undefined, require_scored
 from mixbench.law_accuracy.dynamic_fit import fit_and_score, sweep_markdown
 from mixbench.law_accuracy.report import predictions_path, write_predictions, write_report
-from mixbench.law_accuracy.sweeps import build_setting, check_split, choice_option, fraction_option, int_option, split_rows
+from mixbench.law_accuracy.sweeps import (
+    build_setting,
+    check_split,
+    choice_option,
+    fraction_option,
+    int_option,
+    split_rows,
+    sweep_settings,
+    warn_replaced_report,
+)
 from mixbench.runs import HASH_DECIMALS, RunSpec, folder_lock, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design, validate_mixture
 
@@ -213,6 +222,9 @@ def branch_sweep(setting, options: BranchOptions, results_dir: Path) -> tuple[li
     # The law fitted on the fit children has m parameters per target, so it needs m of them.
     check_split(options.children, options.held_out_fraction, m, "experiment.children",
                 f"the dynamic law ({m} parameters per target for {m} domains)")
+    directory = Path(results_dir) / options.name
+    settings = sweep_settings(options, spec)
+    warn_replaced_report(directory / "laws_dynamic_A.json", settings, directory / "laws_dynamic.csv")
     mixtures = design(m, options.children, options.design, rng=options.seed, setting="experiment.design")
     parent, children = branch_children(setting, spec, options.branch_step, mixtures, options.window,
                                        Path(results_dir) / "branches")
@@ -223,12 +235,11 @@ def branch_sweep(setting, options: BranchOptions, results_dir: Path) -> tuple[li
     rows, fitted = fit_and_score(parent, children, fit_rows, held_rows, options.nonnegative, predictions)
     rows = mark_undefined(rows)
 
-    directory = Path(results_dir) / options.name
     write_json_atomic(directory / "laws_dynamic_A.json", {
         "setting": setting.name, "parent": spec.id, "parent_mixture": p0.tolist(), "branch_step": options.branch_step,
         "window": options.window, "nonnegative": options.nonnegative, "domains": parent["domains"], "eval_sets": parent["eval_sets"],
         "children": [child["key"] for child in children], "held_out": [children[i]["key"] for i in held_rows],
-        **fitted,
+        **fitted, "sweep_settings": settings,
     })
     write_report(rows, directory / "laws_dynamic.csv")
     write_predictions(predictions, predictions_path(directory / "laws_dynamic.csv"))

@@ -29,7 +29,6 @@ from mixbench.runs import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-CV_TEST_SET = "cv"
 # The laws scored on run tables when `laws` is null.
 DEFAULT_TABLE_LAWS = ("linear", "dml", "trees")
 # Folds of the cross-validation on run tables when no test set is given and cv_folds is null.
@@ -108,6 +107,9 @@ def law_names(value: Any, key: str = "laws") -> list[str]:
     names = path_list(value, key)
     if not names:
         raise ConfigError(f"{key}=[] is empty; list at least one law, e.g. {key}=[linear,dml,trees].")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{key}={_plain_list(value)} lists {', '.join(repeated)} more than once; list each law once.")
     for name in names:
         get_law(name)
         if issubclass(LAWS[name], DynamicLaw):
@@ -123,7 +125,13 @@ def law_names(value: Any, key: str = "laws") -> list[str]:
 def _read_tables(cfg) -> tuple[RunTable, list[RunTable]]:
     train = cfg.get("train") or {}
     mixtures, losses = train.get("mixtures"), train.get("losses")
-    if mixtures is None or losses is None:
+    if (mixtures is None) != (losses is None):
+        given, missing = ("train.mixtures", "train.losses") if losses is None else ("train.losses", "train.mixtures")
+        raise ConfigError(
+            f"{given} is set but {missing} is not; a run table is a pair of CSV files joined on their 'index' column, so "
+            f"set {missing}=PATH too."
+        )
+    if mixtures is None:
         raise ConfigError(
             "no run table given; set train.mixtures=PATH and train.losses=PATH (CSV files joined on their "
             "'index' column), or run a sweep with experiment=laws_static or experiment=laws_dynamic."
@@ -143,7 +151,8 @@ def _read_tables(cfg) -> tuple[RunTable, list[RunTable]]:
     # Two test sets with the same file name in different folders are named by their full paths instead.
     names = [path if names.count(name) > 1 else name for path, name in zip(test_mixtures, names)]
     tests = [
-        read_run_table(path, loss_path, name=name, renormalize=renormalize, settings=("test.mixtures", "test.losses"))
+        read_run_table(path, loss_path, name=name, renormalize=renormalize, settings=("test.mixtures", "test.losses"),
+                       domains=table.domains)
         for path, loss_path, name in zip(test_mixtures, test_losses, names)
     ]
     return table, tests
@@ -158,7 +167,13 @@ def _cv_folds(value: Any, table: RunTable, has_tests: bool) -> int:
     if has_tests and value in (None, 0):
         return 0
     if value is None:
-        value = DEFAULT_CV_FOLDS
+        if len(table) < 2:
+            raise ConfigError(
+                f"{table.name} has 1 run, too few to cross-validate on, and no test set is given; add runs, or give "
+                f"held-out runs with test.mixtures=[PATH] test.losses=[PATH]."
+            )
+        # With fewer runs than the default folds, leave-one-out; the laws then say whether the runs suffice.
+        return min(DEFAULT_CV_FOLDS, len(table))
     if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= len(table):
         use = "0 or null for none, or" if has_tests else "with no test set the laws are cross-validated, which needs"
         raise ConfigError(
@@ -171,10 +186,7 @@ def _cv_folds(value: Any, table: RunTable, has_tests: bool) -> int:
 def cv_rows(table: RunTable, names: list[str], folds: int, seed: int,
             predictions: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Cross-validate the laws on `table`: rows with test set `cv` and their fold count, predictions appended."""
-    rows = cross_validate(table, names, k=folds, seed=seed, test_set=CV_TEST_SET, predictions=predictions)
-    for row in rows:
-        row["cv_folds"] = folds
-    return rows
+    return cross_validate(table, names, k=folds, seed=seed, predictions=predictions)
 
 
 def mark_undefined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -189,10 +201,16 @@ def mark_undefined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key] = None
         if not (undefined and is_scored(row)):
             continue
-        if undefined == ["spearman"] and (row.get("n_test") or 0) < MIN_SPEARMAN_POINTS:
-            row["status"] = f"partial: spearman needs {MIN_SPEARMAN_POINTS} or more test runs, got {row['n_test']}"
+        runs = row.get("n_test") or 0
+        if runs < 2 and set(undefined) <= {"r2", "spearman"}:
+            partial = f"partial: r2 needs 2 or more test runs and spearman {MIN_SPEARMAN_POINTS}, got {runs}"
+        elif undefined == ["spearman"] and runs < MIN_SPEARMAN_POINTS:
+            partial = f"partial: spearman needs {MIN_SPEARMAN_POINTS} or more test runs, got {runs}"
         else:
-            row["status"] = f"partial: {', '.join(undefined)} undefined because the predictions or losses are constant"
+            partial = f"partial: {', '.join(undefined)} undefined because the predictions or losses are constant"
+        # A status that already flags the fit keeps its text after the partial one.
+        status = str(row.get("status", "ok"))
+        row["status"] = partial if status == "ok" else f"{partial}; {status}"
     return rows
 
 
@@ -213,7 +231,8 @@ def score_tables(cfg) -> list[dict[str, Any]]:
     table, tests = _read_tables(cfg)
     headline = cfg.get("headline")
     if headline is not None and headline not in table.targets:
-        raise ConfigError(f"headline={headline!r} is not a target of {table.name}; its targets are {', '.join(table.targets)}.")
+        raise ConfigError(f"headline={headline!r} is not a target of the loss file {cfg.train.losses}; its targets are "
+                          f"{', '.join(table.targets)}.")
 
     log.info("fitting %s on %d runs of %s (%d domains, %d targets)", ", ".join(names), len(table), table.name,
              len(table.domains), len(table.targets))

@@ -32,7 +32,7 @@ from mixbench.law_accuracy.branch import _sim_truth, branch_children, branch_dir
 from mixbench.law_accuracy.command import plain
 from mixbench.law_accuracy.param_report import param_markdown, write_rows
 from mixbench.law_accuracy.param_score import score_branch_point
-from mixbench.law_accuracy.sweeps import build_setting, choice_option, int_option
+from mixbench.law_accuracy.sweeps import build_setting, choice_option, int_option, sweep_settings, warn_replaced_report
 from mixbench.method import available_methods, build_method, get_method_class
 from mixbench.runs import RunSpec, RunStore, folder_lock, provenance, write_json_atomic, write_text_atomic
 from mixbench.simplex import DESIGN_KINDS, design
@@ -313,6 +313,9 @@ def param_sweep(setting, store: RunStore, options: ParamOptions, results_dir: Pa
     if options.window >= total:
         raise ConfigError(f"experiment.window={options.window} is not shorter than the run's {total} steps; shorten the window.")
 
+    directory = Path(results_dir) / options.name
+    settings = sweep_settings(options, spec)
+    warn_replaced_report(directory / "laws_param.json", settings, directory / "laws_param.csv")
     root = Path(results_dir) / "branches"
     mixtures = design(m, options.children, options.design, rng=options.seed, setting="experiment.design")
     record, points = parent_record(setting, store, spec, config, options, root, mixtures)
@@ -327,10 +330,10 @@ def param_sweep(setting, store: RunStore, options: ParamOptions, results_dir: Pa
                         "losses": parent["losses"], "mixture_before": parent["mixture_before"], **scored})
         rows.append(_row(options, point, len(children), scored))
 
-    directory = Path(results_dir) / options.name
     write_json_atomic(directory / "laws_param.json", {
         "setting": setting.name, "method": method.name, "method_config": config, "run": spec.id, "seed": options.seed,
         "window": options.window, "domains": list(setting.domains), "eval_sets": parent["eval_sets"], "rounds": details,
+        "sweep_settings": settings,
     })
     write_rows(rows, directory / "laws_param.csv")
     markdown = param_markdown(options, setting, spec, rows, details)

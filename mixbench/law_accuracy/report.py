@@ -125,6 +125,11 @@ def averages_markdown(rows: Sequence[dict[str, Any]]) -> str:
         cells += [_cell(_mean(scored, metric)) for metric in AVERAGED_METRICS]
         cells += [str(len(scored)), str(len(group) - len(scored))]
         lines.append("| " + " | ".join(cells) + " |")
+    exact = sorted({(row["law"], row["test_set"]) for row in rows if "exactly determined" in str(row.get("status", ""))})
+    if exact:
+        listed = ", ".join(f"{law} on {test_set}" for law, test_set in exact)
+        lines += ["", f"Exactly determined fits ({listed}): the law has no more fit runs than parameters, so nothing "
+                      f"constrains its predictions and their means can be far off; the status column names the rows."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """Score mixing laws on run tables: fit on one table, measure predictions on held-out runs."""
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -12,7 +13,11 @@ from mixbench.errors import ConfigError, DataError
 from mixbench.law_accuracy.tables import RunTable
 from mixbench.laws import MixingLaw, get_law
 
+log = logging.getLogger(__name__)
+
 METRICS = ("r2", "mae", "rmse", "spearman", "in_sample_r2")
+# The test set of cross-validation rows, whose runs are the training runs themselves.
+CV_TEST_SET = "cv"
 _SEPARATORS = "_/.- "
 
 
@@ -30,7 +35,8 @@ def prediction_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, float
     error = prediction - y
     spearman = float(spearmanr(y, prediction)[0]) if len(y) >= MIN_SPEARMAN_POINTS else float("nan")
     return {
-        "r2": r2_score(y, prediction),
+        # One run has no spread for R^2 to explain.
+        "r2": r2_score(y, prediction) if len(y) >= 2 else float("nan"),
         "mae": float(np.mean(np.abs(error))),
         "rmse": float(np.sqrt(np.mean(error**2))),
         "spearman": spearman,
@@ -81,13 +87,49 @@ def make_law(law: str | MixingLaw, seed: int) -> MixingLaw:
     return made
 
 
-def _law_label(law: str | MixingLaw) -> str:
+def _law_name(law: str | MixingLaw) -> str:
     return law.name if isinstance(law, MixingLaw) else str(law)
+
+
+def law_labels(laws: Sequence[str | MixingLaw], seed: int = 0) -> list[str]:
+    """Return each law's label in reports: its name, followed by the settings that tell it from same-named laws.
+
+    `[get_law("trees", max_iter=5), get_law("trees", max_iter=200)]` gives `trees(max_iter=5)` and
+    `trees(max_iter=200)`. Raise ConfigError when two laws have the same name and the same settings.
+    """
+    names = [_law_name(law) for law in laws]
+    params = [make_law(law, seed).get_params() for law in laws]
+    labels = []
+    for name, own in zip(names, params):
+        same = [other for other, other_name in zip(params, names) if other_name == name]
+        if len(same) == 1:
+            labels.append(name)
+            continue
+        differing = [key for key in own if any(other.get(key) != own[key] for other in same)]
+        if not differing:
+            raise ConfigError(f"the laws list {name} more than once with the same settings; list each law once, or give "
+                              f"the copies different settings (get_law({name!r}, ...)) to compare them.")
+        labels.append(f"{name}({', '.join(f'{key}={own[key]!r}' for key in differing)})")
+    return labels
 
 
 def _fit_one(law: MixingLaw, table: RunTable, target: int, own: int | None) -> MixingLaw:
     fit_params = {"own_domains": [own]} if law.name == "dml" else {}
     return law.fit(table.P, table.L[:, [target]], **fit_params)
+
+
+def fit_status(law: MixingLaw, n_fit: int, m: int) -> str:
+    """Return "ok", or a status saying that a parametric law was fitted on no more runs than it has parameters.
+
+    Such a fit can pass through every run it saw, so nothing bounds its predictions elsewhere:
+    a log-linear law fitted that way once predicted 7e11 for a loss of 3.7. Laws whose fewest
+    runs exceed their parameter count (trees) are not concerned.
+    """
+    parameters = law.n_params(m)
+    if law.min_runs(m) == parameters and n_fit <= parameters:
+        return (f"exactly determined: the {law.name} law has {parameters} parameters per target for {m} domains and "
+                f"was fitted on {n_fit} runs, so its predictions are not constrained; fit on more runs")
+    return "ok"
 
 
 def _skip_reason(law: MixingLaw, table: RunTable, target: int) -> str | None:
@@ -122,8 +164,11 @@ def align_domains(train: RunTable, test: RunTable) -> RunTable:
     return RunTable(train.domains, test.targets, test.P[:, order], test.L, test.index, test.name)
 
 
-def _row(law: str, target: str, test_set: str, n_train: int, n_test: int, **values: Any) -> dict[str, Any]:
+def _row(law: str, target: str, test_set: str, n_train: int, n_test: int, cv_folds: int | None = None,
+         **values: Any) -> dict[str, Any]:
     row = {"law": law, "target": target, "test_set": test_set, "n_train": n_train, "n_test": n_test}
+    if cv_folds is not None:
+        row["cv_folds"] = cv_folds
     row.update({metric: values.get(metric) for metric in METRICS})
     row["status"] = values.get("status", "ok")
     return row
@@ -150,10 +195,11 @@ def score_laws(
     if isinstance(tests, RunTable):
         tests = [tests]
     tests = [align_domains(train, test) for test in tests]
+    for test in tests:
+        _warn_repeated_mixtures(train, test)
     own_domains = match_targets_to_domains(train.domains, train.targets)
     rows = []
-    for law_spec in laws:
-        label = _law_label(law_spec)
+    for law_spec, label in zip(laws, law_labels(laws, seed)):
         for i, target in enumerate(train.targets):
             law = make_law(law_spec, seed)
             reason = _skip_reason(law, train, i)
@@ -167,14 +213,27 @@ def score_laws(
                     rows.append(_row(**common, in_sample_r2=in_sample, status="skipped: target missing from the test table"))
                 else:
                     y = test.L[:, test.targets.index(target)]
-                    if np.ptp(y) == 0:
+                    if len(y) > 1 and np.ptp(y) == 0:
                         rows.append(_row(**common, in_sample_r2=in_sample, status="skipped: constant loss in the test runs"))
                     else:
                         predicted = fitted.predict(test.P)[:, 0]
-                        rows.append(_row(**common, **prediction_metrics(y, predicted), in_sample_r2=in_sample))
+                        rows.append(_row(**common, **prediction_metrics(y, predicted), in_sample_r2=in_sample,
+                                         status=fit_status(law, len(train), len(train.domains))))
                         if predictions is not None:
                             predictions += prediction_entries(label, target, test.name, test.index, y, predicted)
     return rows
+
+
+def _warn_repeated_mixtures(train: RunTable, test: RunTable) -> None:
+    """Warn when test runs have the mixture of a training run: their scores then measure no prediction."""
+    seen = {tuple(row) for row in np.round(train.P, 9)}
+    repeated = sum(tuple(row) in seen for row in np.round(test.P, 9))
+    if repeated:
+        log.warning(
+            "%d of the %d runs of test set %s have a mixture that is also in the training table %s, so a law is scored "
+            "on mixtures it was fitted on%s; hold out runs of other mixtures.", repeated, len(test), test.name, train.name,
+            " (the test set repeats the training runs)" if repeated == len(test) == len(train) else "",
+        )
 
 
 def prediction_entries(law: str, target: str, test_set: str, runs: Sequence, actual: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
@@ -198,21 +257,21 @@ def cross_validate(
     Each run is predicted once, by the law fitted on the other folds (shuffled with `seed`),
     and the metrics are computed over all those out-of-fold predictions. n_train is the
     smallest training fold; in_sample_r2 is the mean over folds. Rows have the keys of
-    `score_laws`, with `test_set` (by default "<table name> (<k>-fold CV)"). When
-    `predictions` is a list, each run's out-of-fold prediction is appended to it.
+    `score_laws`, with `test_set` (by default "cv", as in `mixbench laws` reports) and
+    `cv_folds` (k). When `predictions` is a list, each run's out-of-fold prediction is
+    appended to it.
     """
     if not isinstance(k, (int, np.integer)) or not 2 <= k <= len(table):
         raise ConfigError(f"k={k!r} folds must be an integer between 2 and the number of runs ({len(table)}).")
     order = np.random.default_rng(seed).permutation(len(table))
     folds = np.array_split(order, k)
     n_train = len(table) - max(fold.size for fold in folds)
-    test_set = test_set or f"{table.name} ({k}-fold CV)"
+    test_set = test_set or CV_TEST_SET
     own_domains = match_targets_to_domains(table.domains, table.targets)
     rows = []
-    for law_spec in laws:
-        label = _law_label(law_spec)
+    for law_spec, label in zip(laws, law_labels(laws, seed)):
         for i, target in enumerate(table.targets):
-            common = dict(law=label, target=target, test_set=test_set, n_train=n_train, n_test=len(table))
+            common = dict(law=label, target=target, test_set=test_set, n_train=n_train, n_test=len(table), cv_folds=k)
             reason = _cv_skip_reason(make_law(law_spec, seed), table, i, n_train)
             if reason:
                 rows.append(_row(**common, status=reason))
@@ -227,7 +286,8 @@ def cross_validate(
             metrics = prediction_metrics(table.L[:, i], prediction)
             if predictions is not None:
                 predictions += prediction_entries(label, target, test_set, table.index, table.L[:, i], prediction)
-            rows.append(_row(**common, **metrics, in_sample_r2=float(np.mean(in_sample))))
+            status = fit_status(make_law(law_spec, seed), n_train, len(table.domains))
+            rows.append(_row(**common, **metrics, in_sample_r2=float(np.mean(in_sample)), status=status))
     return rows
 
 

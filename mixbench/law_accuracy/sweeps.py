@@ -27,6 +27,58 @@ SETTINGS = ("corpus", "sim")
 LOSS_SPLITS = ("val", "test")
 
 
+def sweep_settings(options, spec) -> dict[str, Any]:
+    """Return the settings a sweep's report depends on, flat: its experiment options and its runs' data, model and training.
+
+    `spec` is any run of the sweep; its mixture and role are left out, and so are the training
+    settings that change no loss (threads, trackers, checkpoint and validation intervals).
+    """
+    from dataclasses import asdict
+
+    from mixbench.report import UNCOMPARED_TRAIN_KEYS
+
+    flat = {f"experiment.{key}": value for key, value in asdict(options).items()}
+    flat |= {f"data.{key}": value for key, value in spec.data.items()}
+    flat |= {f"model.{key}": value for key, value in spec.model.items()}
+    flat |= {f"train.{key}": value for key, value in spec.train.items() if key not in UNCOMPARED_TRAIN_KEYS}
+    return _canonical_json(flat)
+
+
+def _canonical_json(value: Any) -> Any:
+    """Return `value` as it reads back from JSON (tuples become lists), so that stored and new settings compare equal."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def warn_replaced_report(record: Path, settings: dict[str, Any], report: Path) -> None:
+    """Warn when `record` (the JSON a sweep writes beside its report) records another sweep's settings.
+
+    The sweep then replaces that report; the earlier runs stay in the run store.
+    """
+    if not record.is_file():
+        return
+    import json
+
+    try:
+        earlier = json.loads(record.read_text()).get("sweep_settings")
+    except (OSError, ValueError):
+        earlier = None
+    if earlier == settings:
+        return
+    if earlier is None:
+        # A report written before settings were recorded: nothing shows whether they differ.
+        log.info("%s contains the report of an earlier sweep, whose settings were not recorded; this sweep replaces it.", report)
+        return
+    keys = sorted(key for key in set(earlier) | set(settings) if earlier.get(key) != settings.get(key))
+    shown = ", ".join(f"{key}: {earlier.get(key)!r} -> {settings.get(key)!r}" for key in keys[:6])
+    changed = f"it differs in {shown}{', ...' if len(keys) > 6 else ''}"
+    log.warning(
+        "%s contains the report of an earlier sweep, which this one replaces (%s). Its runs stay in the run store; to keep "
+        "both reports, give this sweep another experiment.name.", report, changed,
+    )
+
+
 def int_option(experiment, key: str, minimum: int) -> int:
     """Return experiment.<key> as an integer >= minimum, or raise ConfigError naming the key."""
     value = experiment.get(key)
@@ -101,13 +153,20 @@ def fewest_runs(held_out_fraction: float, minimum_fit: int) -> int:
     return count
 
 
-def check_split(count: int, held_out_fraction: float, minimum_fit: int, count_key: str, purpose: str) -> None:
+def check_split(count: int, held_out_fraction: float, minimum_fit: int, count_key: str, purpose: str,
+                warn: bool = True) -> None:
     """Raise ConfigError, before anything trains, when the held-out split of `count` runs leaves fewer than `minimum_fit` to fit on.
 
     `count_key` is the setting that sets `count` (experiment.mixtures, experiment.children), and
-    `purpose` names what needs the `minimum_fit` runs.
+    `purpose` names what needs the `minimum_fit` runs. With `warn`, a split that holds out fewer
+    than 3 runs, too few for Spearman's correlation, is named in a warning.
     """
     n_held = held_out_count(count, held_out_fraction)
+    if warn and n_held < MIN_SPEARMAN_POINTS:
+        log.warning(
+            "%s=%d holds out only %d: R^2 will rest on %d points and Spearman's correlation will be left blank; "
+            "raise experiment.held_out_fraction or %s.", count_key, count, n_held, n_held, count_key,
+        )
     if count - n_held >= minimum_fit:
         return
     fix = f"use {count_key}={fewest_runs(held_out_fraction, minimum_fit)} or more"
@@ -124,19 +183,13 @@ def split_rows(mixtures: np.ndarray, held_out_fraction: float, seed: int, minimu
                count_key: str = "experiment.mixtures", purpose: str = "the fit") -> tuple[np.ndarray, np.ndarray]:
     """Return (fit positions, held-out positions): a seeded random split of the runs with these mixtures.
 
-    `held_out_count` runs are held out. Below 3, Spearman's correlation is left blank, and a
-    warning names `count_key`, the setting that adds runs.
+    `held_out_count` runs are held out; `check_split` has checked the split before training.
     Single-domain runs (a weight of 1) are held out only when the other runs do not suffice: a
     law fitted without the run dominated by a domain has to extrapolate that domain's coefficient.
     """
     k = len(mixtures)
-    check_split(k, held_out_fraction, minimum_fit, count_key, purpose)
+    check_split(k, held_out_fraction, minimum_fit, count_key, purpose, warn=False)
     n_held = held_out_count(k, held_out_fraction)
-    if n_held < MIN_SPEARMAN_POINTS:
-        log.warning(
-            "%s=%d holds out only %d: R^2 rests on %d points and Spearman's correlation is left blank; "
-            "raise experiment.held_out_fraction or %s.", count_key, k, n_held, n_held, count_key,
-        )
     rng = np.random.default_rng([seed, 1])
     single = np.max(mixtures, axis=1) >= 1.0 - 1e-9
     order = np.concatenate([rng.permutation(np.flatnonzero(~single)), rng.permutation(np.flatnonzero(single))])
@@ -238,6 +291,8 @@ def check_law_runs(options: StaticOptions, m: int) -> None:
 def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Path) -> list[dict[str, Any]]:
     """Train the static sweep, score each law on the held-out runs, and write laws_static.csv and .md to `directory`."""
     check_law_runs(options, len(setting.domains))
+    settings = sweep_settings(options, setting.spec(options.seed, mixture=np.full(len(setting.domains), 1 / len(setting.domains))))
+    warn_replaced_report(directory / "laws_static_runs.json", settings, directory / "laws_static.csv")
     table, summaries = train_static_runs(setting, store, options)
 
     fit_rows, held_rows = split_rows(table.P, options.held_out_fraction, options.seed, purpose="fitting the laws")
@@ -253,6 +308,7 @@ def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Pa
         summary["split"] = "held_out" if summary["id"] in held_ids else "fit"
     write_json_atomic(directory / "laws_static_runs.json", {
         "setting": setting.name, "domains": list(table.domains), "loss_split": options.loss_split, "runs": summaries,
+        "sweep_settings": settings,
     })
     write_report(rows, directory / "laws_static.csv")
     write_predictions(predictions, predictions_path(directory / "laws_static.csv"))

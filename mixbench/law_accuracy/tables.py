@@ -105,6 +105,11 @@ def _parse_index(text: str):
         return text
 
 
+def _count(number: int, noun: str) -> str:
+    """Return "1 row" or "3 rows": the count with its noun in the right number."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _describe(indices: list, limit: int = 10) -> str:
     shown = ", ".join(repr(index) for index in indices[:limit])
     return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
@@ -117,6 +122,7 @@ def read_run_table(
     name: str | None = None,
     renormalize: bool = False,
     settings: tuple[str, str] = ("mixtures_csv", "losses_csv"),
+    domains: tuple[str, ...] | None = None,
 ) -> RunTable:
     """Read a run table from a mixture CSV and a loss CSV joined on their `index` column.
 
@@ -128,25 +134,39 @@ def read_run_table(
     they look swapped. That is when the mixture rows do not sum to 1 and have loss-like column
     names or values above 1, while every loss row sums to 1. `settings` names the arguments or
     config keys that gave the two paths, so that messages name the ones to change. `name`
-    defaults to the mixture file's stem.
+    defaults to the mixture file's name. `domains`, when given (a training table's), are the
+    domain columns the mixture file must have; a missing or extra column is named before the
+    rows are checked, since a missing column also leaves rows that do not sum to 1.
     """
     mixtures_csv, losses_csv = Path(mixtures_csv), Path(losses_csv)
-    domains, mixture_rows, P = _read_csv(mixtures_csv, "mixture")
+    columns, mixture_rows, P = _read_csv(mixtures_csv, "mixture")
     targets, loss_rows, L = _read_csv(losses_csv, "loss")
-    _check_not_swapped(domains, P, L, (mixtures_csv, losses_csv), settings)
+    _check_not_swapped(columns, P, L, (mixtures_csv, losses_csv), settings)
+    if domains is not None:
+        _check_domain_columns(columns, tuple(domains), mixtures_csv)
     only_mixtures = [index for index in mixture_rows if index not in loss_rows]
     only_losses = [index for index in loss_rows if index not in mixture_rows]
     if only_mixtures or only_losses:
         parts = []
-        if only_mixtures:
-            parts.append(f"indices {_describe(only_mixtures)} are in {mixtures_csv.name} but missing from {losses_csv.name}")
-        if only_losses:
-            parts.append(f"indices {_describe(only_losses)} are in {losses_csv.name} but missing from {mixtures_csv.name}")
+        for indices, present, absent in ((only_mixtures, mixtures_csv, losses_csv), (only_losses, losses_csv, mixtures_csv)):
+            if indices:
+                verb = "index {} is" if len(indices) == 1 else "indices {} are"
+                parts.append(f"{verb.format(_describe(indices))} in {present.name} but missing from {absent.name}")
         raise DataError("the mixture and loss files list different runs: " + "; ".join(parts) + ".")
     index = tuple(mixture_rows)
     L = L[[loss_rows[i] for i in index]]
-    P = _check_weights(P, index, mixtures_csv, renormalize, domains, settings[0])
-    return RunTable(tuple(domains), tuple(targets), P, L, index, name or mixtures_csv.stem)
+    P = _check_weights(P, index, mixtures_csv, renormalize, columns, settings[0])
+    return RunTable(tuple(columns), tuple(targets), P, L, index, name or mixtures_csv.name)
+
+
+def _check_domain_columns(columns: list[str], domains: tuple[str, ...], path: Path) -> None:
+    """Raise DataError when the mixture file's domain columns are not `domains` (in any order)."""
+    missing = [domain for domain in domains if domain not in columns]
+    extra = [column for column in columns if column not in domains]
+    if missing or extra:
+        parts = [f"{label} domain columns {', '.join(names)}" for label, names in (("missing", missing), ("extra", extra)) if names]
+        raise DataError(f"mixture file {path} has {' and '.join(parts)} compared with the training mixtures; "
+                        f"every mixture file needs the same domain columns.")
 
 
 def _sums_to_one(values: np.ndarray) -> np.ndarray:
@@ -200,8 +220,14 @@ def _check_weights(P: np.ndarray, index: tuple, path: Path, renormalize: bool, c
     off = np.flatnonzero(~_sums_to_one(P))
     if off.size:
         rows = ", ".join(f"index {index[i]!r} sums to {totals[i]:.4g}" for i in off[:10])
-        problem = (f"mixture file {path} has {off.size} rows that do not sum to 1 within {ROW_SUM_TOLERANCE} ({rows}"
-                   f"{', ...' if off.size > 10 else ''})")
+        verb = "does" if off.size == 1 else "do"
+        problem = (f"mixture file {path} has {_count(off.size, 'row')} that {verb} not sum to 1 within {ROW_SUM_TOLERANCE} "
+                   f"({rows}{', ...' if off.size > 10 else ''})")
+        empty = [index[i] for i in np.flatnonzero(totals <= 0)]
+        # A row of zeros has no sum to divide by, so renormalize=True would fail on it.
+        if empty:
+            rows_text = f"the row at index {empty[0]!r} has" if len(empty) == 1 else f"the rows at indices {_describe(empty)} have"
+            raise DataError(f"{problem}; {rows_text} all weights 0, which is no mixture: drop those runs.")
         named = _loss_columns(columns)
         # Dividing losses by their sum gives no mixtures, so the renormalize advice would mislead here.
         if named:
