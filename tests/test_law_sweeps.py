@@ -181,6 +181,8 @@ def test_noise_free_sim_true_law(tmp_path):
 
     assert all(row["true_law_r2"] >= 0.99 for row in rows)
     assert fitted["true_law_r2_pooled"] >= 0.99
+    # 9 fit children for the 4 parameters per target of 4 domains.
+    assert {row["status"] for row in rows} == {"ok"}
     assert all(row["in_sample_r2_all"] >= 0.99 for row in rows)
     assert all(row["r2"] >= 0.95 for row in rows)
     assert fitted["relative_error"] < 0.05
@@ -188,6 +190,14 @@ def test_noise_free_sim_true_law(tmp_path):
     # Two column sums of this world differ by 1%, so a 2% error may swap their ranks and halve Spearman.
     assert fitted["a_sim"] >= 0.85
     assert np.shape(fitted["true_A"]) == (4, 4)
+
+
+def test_dynamic_fit_on_as_many_children_as_domains_is_flagged(tmp_path):
+    # 6 children hold out 2 and fit on 4, one per parameter of each target's row of A.
+    rows, _ = branch_sweep(SimSetting(dict(SIM)), branch_options(branch_step=200, window=5, children=6), tmp_path)
+    assert {row["status"] for row in rows} == {
+        "partial: spearman needs 3 or more test runs, got 2; exactly determined: the dynamic law has 4 parameters per "
+        "target for 4 domains and was fitted on 4 runs, so its predictions are not constrained; fit on more runs"}
 
 
 def test_sim_children_draw_their_own_noise(tmp_path):

@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.law_accuracy.report import averages_markdown, rows_markdown
-from mixbench.law_accuracy.scoring import METRICS, prediction_entries, prediction_metrics, r2_score
+from mixbench.law_accuracy.scoring import METRICS, fit_status, prediction_entries, prediction_metrics, r2_score
 from mixbench.laws import DynamicLaw
 from mixbench.sim.metrics import a_sim
 
@@ -53,6 +53,7 @@ def _score_target(row: dict, i: int, P: np.ndarray, dL: np.ndarray, fit_rows, he
         return None
     prediction = fitted_law.predict_dynamic(P[held_rows])[:, i]
     row.update(prediction_metrics(y_held, prediction))
+    row["status"] = fit_status(fitted_law, len(fit_rows), m)
     return prediction
 
 
