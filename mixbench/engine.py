@@ -462,14 +462,18 @@ def _warn_if_few_rounds(method: MixingMethod, context: MethodContext) -> None:
     """Warn when a method that moves its mixture only between rounds gets fewer than 3 rounds in the run.
 
     Methods with a step hook move the mixture at every step and are left alone. A round length
-    that is only known after the prerequisite runs (a null `update_steps`) is not checked here.
+    that the method sets only after its prerequisite runs (a null `update_steps`) is read from the
+    run parameters, which resolve it for the context.
     """
     if not isinstance(method, OnlineMethod) or type(method).step_hook is not OnlineMethod.step_hook:
         return
     try:
         length = int(method.round_steps)
     except ConfigError:
-        return
+        resolved = method.run_params(context).get("update_steps")
+        if not isinstance(resolved, int) or resolved < 1:
+            return
+        length = resolved
     rounds = -(-context.total_steps // length)
     if rounds < 3:
         log.warning(

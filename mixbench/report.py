@@ -594,7 +594,9 @@ def _row(method: str, label: str, group: list[dict], seeds: list[int], kind: Tab
     if pairs:
         row.update(kind.quality(pairs, store))
     if group:
-        row.update(_compute_columns(group, store))
+        # Compute is averaged over the seeds the quality columns average over; a row with no complete
+        # seed shows what its failed runs spent.
+        row.update(_compute_columns([member for member, _ in pairs] or group, store))
     for key in kind.unmeasured:
         row.pop(key, None)
     return row

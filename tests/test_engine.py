@@ -90,6 +90,13 @@ def test_few_rounds_warn(tmp_path, caplog):
         run_method(dict(config, update_steps=12), setting, RunStore(tmp_path / "twelve"), seed=0)
     assert "method aioli changes its mixture every 12 steps, so this run of 24 steps has only 2 round(s)" in caplog.text
 
+    # Skill-It's null update_steps means its published interval, 500 steps at fewer than 7 domains.
+    caplog.clear()
+    longer = SimSetting(dict(SIM, steps=600))
+    with caplog.at_level("WARNING", logger="mixbench.engine"):
+        run_method({"name": "skill_it", "graph_steps_fraction": 0.1}, longer, RunStore(tmp_path / "skill_it"), seed=0)
+    assert "method skill_it changes its mixture every 500 steps, so this run of 600 steps has only 2 round(s)" in caplog.text
+
 
 class ShortProbes(StaticMethod):
     """A static method whose probes train a third of the run, with model and training overrides it is given."""

@@ -245,6 +245,24 @@ def test_compute_columns_split_tokens_by_kind(tmp_path):
     assert {key: row[key] for key in expected} == expected
 
 
+def test_compute_columns_average_the_complete_seeds(tmp_path):
+    records = Records(tmp_path)
+    records.listing(["natural"], [0, 1, 2])
+    for seed in (0, 1):
+        records.result("natural", seed, (9, 9))
+    # A failed run stopped early, before it had spent anything.
+    records.result("natural", 2, status="failed", compute={"train_tokens": 0, "exploration_tokens": 0, "eval_tokens": 0,
+                                                           "wall_time_s": 0.5})
+    row = records.table().rows[0]
+    assert (row["failed"], row["total_train_tokens"], row["final_run_tokens"], row["wall_time_s"]) == (1, 1000, 1000, 1.0)
+    records.result("natural", 0, status="failed", compute={"train_tokens": 0, "exploration_tokens": 0, "eval_tokens": 0,
+                                                           "wall_time_s": 0.5})
+    records.result("natural", 1, status="failed", compute={"train_tokens": 300, "exploration_tokens": 0, "eval_tokens": 0,
+                                                           "wall_time_s": 0.5})
+    # With no complete seed, the row shows what the failed runs spent.
+    assert records.table().rows[0]["total_train_tokens"] == 100
+
+
 def test_rebuild_is_byte_identical(tmp_path):
     records = Records(tmp_path)
     records.listing(["stratified", "natural", "dml"], [0, 1, 2])

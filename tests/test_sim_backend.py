@@ -324,3 +324,26 @@ def test_gated_optimum_beats_uniform_and_vertices():
     assert world.static_loss(np.full(4, 0.25), 200).mean() > best
     for vertex in np.eye(4):
         assert world.static_loss(vertex, 200).mean() > best
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("sim.steps=50", "sim.warmup_steps=100 is not below sim.steps=50"),
+    ("sim.steps=0", "sim.steps=0 is invalid; it must be a whole number >= 1"),
+    ("sim.domains=2.5", "sim.domains=2.5 is invalid; it must be a whole number >= 2"),
+    ("sim.eval_noise=-0.1", "sim.eval_noise=-0.1 is invalid; it must be a number >= 0"),
+    ("sim.tokens_per_step=0", "sim.tokens_per_step=0 is invalid"),
+    ("sim.sampling=foo", "sim.sampling='foo' is invalid; use one of largest_remainder, multinomial"),
+    ("sim.min_lr_ratio=2", "sim.min_lr_ratio=2 is invalid; it must be a number between 0 and 1"),
+    ("sim.world_seed=-1", "sim.world_seed=-1 is invalid; it must be a whole number >= 0"),
+])
+def test_bad_sim_setting_keeps_results(tmp_path, setting, message):
+    from mixbench import api
+
+    base = ["experiment=sim", "experiment.methods=[stratified,natural]", "experiment.seeds=[0]", "sim.steps=200",
+            "sim.warmup_steps=20", f"results_dir={tmp_path}"]
+    api.benchmark(overrides=base)
+    saved = {path.name: path.read_bytes() for path in (tmp_path / "sim" / "methods").iterdir()}
+    # The rerun drops the shortened warmup, so sim.steps=50 meets the default warmup of 100.
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        api.benchmark(overrides=[*[item for item in base if not item.startswith("sim.warmup")], setting])
+    assert {path.name: path.read_bytes() for path in (tmp_path / "sim" / "methods").iterdir()} == saved

@@ -13,7 +13,7 @@ from mixbench.errors import ConfigError
 from mixbench.method import MethodContext, Probe
 from mixbench.runs import RunSpec
 from mixbench.setting import probe_model_settings, probe_schedule, probe_train_settings
-from mixbench.sim.backend import SimBackend
+from mixbench.sim.backend import SAMPLING_MODES, SimBackend
 from mixbench.sim.make import make_world
 from mixbench.sim.metrics import a_sim, regret
 
@@ -24,6 +24,43 @@ TRAIN_KEYS = ("steps", "tokens_per_step", "eval_noise", "train_noise", "warmup_s
 @lru_cache(maxsize=64)
 def _world(m: int, seed: int, prerequisites: bool, asymmetry: float, interference: float, step_size: float):
     return make_world(m, seed=seed, prerequisites=prerequisites, asymmetry=asymmetry, interference=interference, step_size=step_size)
+
+
+# The sim settings that are whole numbers, with their least value.
+WHOLE_NUMBERS = {"domains": 2, "world_seed": 0, "steps": 1, "tokens_per_step": 1, "warmup_steps": 0, "eval_every": 0,
+                 "checkpoint_every": 0}
+# The sim settings that are real numbers: whether a value is allowed, and the range in words.
+REAL_NUMBERS = {
+    "eval_noise": (lambda value: value >= 0, ">= 0"),
+    "train_noise": (lambda value: value >= 0, ">= 0"),
+    "min_lr_ratio": (lambda value: 0 <= value <= 1, "between 0 and 1"),
+    "step_size": (lambda value: value > 0, "above 0"),
+}
+
+
+def check_sim_settings(config: dict) -> None:
+    """Raise ConfigError naming the sim.* setting whose value a simulated run would reject.
+
+    Checked when the setting is built, before anything trains, so that a bad value never turns
+    earlier results into failed ones. The world's own settings (asymmetry, interference) are
+    checked when the world is made.
+    """
+    for key, least in WHOLE_NUMBERS.items():
+        value = config[key]
+        if key == "warmup_steps" and value is None:
+            continue  # null: 10% of the run
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ConfigError(f"sim.{key}={value!r} is invalid; it must be a whole number >= {least}.")
+    for key, (allowed, bounds) in REAL_NUMBERS.items():
+        value = config[key]
+        number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
+        if not (number and allowed(value)):
+            raise ConfigError(f"sim.{key}={value!r} is invalid; it must be a number {bounds}.")
+    if config["warmup_steps"] is not None and config["warmup_steps"] >= config["steps"]:
+        raise ConfigError(f"sim.warmup_steps={config['warmup_steps']} is not below sim.steps={config['steps']}; "
+                          f"lower sim.warmup_steps or raise sim.steps.")
+    if config["sampling"] not in SAMPLING_MODES:
+        raise ConfigError(f"sim.sampling={config['sampling']!r} is invalid; use one of {', '.join(SAMPLING_MODES)}.")
 
 
 @dataclass
@@ -38,8 +75,7 @@ class SimSetting:
         missing = [key for key in WORLD_KEYS + TRAIN_KEYS if key not in self.config]
         if missing:
             raise ConfigError(f"the sim config lacks {', '.join(missing)}; see conf/experiment/sim.yaml.")
-        if int(self.config["domains"]) < 2:
-            raise ConfigError(f"sim.domains={self.config['domains']} is invalid; simulate at least 2 domains.")
+        check_sim_settings(self.config)
         self.domains = tuple(self.world(0).names)
 
     def world(self, seed: int):
