@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -193,6 +195,100 @@ def test_jsonl_invalid_json_raises(tmp_path):
 
     with pytest.raises(DataError, match="a.jsonl, line 2: invalid JSON"):
         prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def gzip_jsonl_bytes(count):
+    lines = [json.dumps({"text": f"record {i} " * 40}) for i in range(count)]
+    return gzip.compress("\n".join(lines).encode("utf-8"))
+
+
+@pytest.mark.parametrize(
+    "damage, error_text",
+    [
+        (lambda data: data[:300], "EOFError"),
+        (lambda data: b'{"text": "plain"}\n', "BadGzipFile"),
+        (lambda data: data[:10] + b"\xff" * 200 + data[210:], "error: Error -3"),
+    ],
+    ids=["truncated", "not-compressed", "corrupt-block"],
+)
+def test_damaged_gzip_jsonl_names_file(tmp_path, damage, error_text):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two", "three"])
+    (root / "records").mkdir()
+    (root / "records" / "good.jsonl.gz").write_bytes(gzip_jsonl_bytes(20))
+    (root / "records" / "broken.jsonl.gz").write_bytes(damage(gzip_jsonl_bytes(200)))
+
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    message = str(raised.value)
+    assert "broken.jsonl.gz is not a valid gzip file" in message
+    assert error_text in message
+    assert "gzip -t" in message
+
+
+def test_truncated_parquet_names_file(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    root = tmp_path / "domains"
+    (root / "tables").mkdir(parents=True)
+    table = pyarrow.table({"text": [f"row number {i} " * 30 for i in range(50)]})
+    parquet.write_table(table, root / "tables" / "whole.parquet")
+    whole = (root / "tables" / "whole.parquet").read_bytes()
+    (root / "tables" / "cut.parquet").write_bytes(whole[: len(whole) // 2])
+
+    with pytest.raises(DataError, match=r"cut.parquet is not a readable Parquet file .*Write"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_binary_txt_file_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two", "three"])
+    # A real executable: the Python interpreter running this test.
+    (root / "prose" / "program.txt").write_bytes(Path(sys.executable).resolve().read_bytes())
+
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    message = str(raised.value)
+    assert "program.txt is a binary file" in message
+    assert "NUL byte at offset" in message
+    assert "Remove it" in message
+
+
+def test_latin1_txt_file_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two", "three"])
+    (root / "prose" / "old.txt").write_bytes("first line\nCaf\u00e9 au lait".encode("latin-1"))
+
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    message = str(raised.value)
+    assert "old.txt contains invalid UTF-8" in message
+    assert "byte 0xe9 at offset 14 (line 2)" in message
+    assert "iconv -f latin1 -t utf-8" in message
+
+
+def test_latin1_jsonl_line_raises(tmp_path):
+    root = tmp_path / "domains"
+    (root / "records").mkdir(parents=True)
+    lines = ['{"text": "fine"}', '{"text": "na\u00efve"}']
+    (root / "records" / "a.jsonl").write_bytes("\n".join(lines).encode("latin-1"))
+
+    with pytest.raises(DataError, match=r"a.jsonl, line 2: invalid UTF-8 \(byte 0xef"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_utf8_txt_keeps_non_ascii_text(tmp_path):
+    root = tmp_path / "domains"
+    texts = ["Caf\u00e9 na\u00efve", "\u65e5\u672c\u8a9e", "\u0440\u0443\u0441\u0441\u043a\u0438\u0439"]
+    write_txt_domain(root, "prose", texts)
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    decoded = sum((decoded_documents(corpus, "prose", s) for s in ("train", "val", "test")), [])
+    assert sorted(decoded) == sorted(texts)
 
 
 def test_custom_text_column_for_jsonl(tmp_path):

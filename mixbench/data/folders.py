@@ -8,9 +8,10 @@ Supported files in a domain folder (searched recursively, hidden files skipped):
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mixbench.data.config import DOMAIN_NAME_PATTERN, DataSettings
 from mixbench.data.documents import (
@@ -155,7 +156,7 @@ def _read_domain_folder(folder: Path, text_column: str) -> list[Document]:
         relative = path.relative_to(folder).as_posix()
         name = path.name.lower()
         if name.endswith(".txt"):
-            text = path.read_bytes().decode("utf-8", errors="replace")
+            text = _decode_text_file(path)
             documents.append(Document(relative, normalize_text(text)))
         elif name.endswith((".jsonl", ".jsonl.gz")):
             documents.extend(_read_jsonl(path, relative, text_column))
@@ -169,29 +170,74 @@ def _read_domain_folder(folder: Path, text_column: str) -> list[Document]:
     return documents
 
 
+def _decode_text_file(path: Path) -> str:
+    """Return the text of a UTF-8 file, raising DataError for binary or otherwise encoded files."""
+    data = path.read_bytes()
+    # NUL is valid UTF-8 but rare in text files, while executables and images are full of it.
+    nul_offset = data.find(b"\0")
+    if nul_offset >= 0:
+        raise DataError(
+            f"{path} is a binary file (it contains a NUL byte at offset {nul_offset}), not UTF-8 "
+            "text. Remove it from the domain folder or rename it to start with '.' to skip it. "
+            "If it is UTF-16 text, convert it with `iconv -f utf-16 -t utf-8`."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"{path} contains invalid UTF-8: byte 0x{data[error.start]:02x} at offset {error.start} "
+            f"(line {line}) cannot be decoded. Convert the file to UTF-8, for example with "
+            "`iconv -f latin1 -t utf-8` for a Latin-1 file."
+        ) from None
+
+
 def _read_jsonl(path: Path, relative: str, text_column: str) -> Iterator[Document]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {line_number}: invalid JSON ({error}).") from None
-            if not isinstance(record, dict) or text_column not in record:
-                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise DataError(
-                    f"{path}, line {line_number}: expected a JSON object with a {text_column!r} "
-                    f"field, found {keys}. Add the field or set data.text_column."
-                )
-            text = record[text_column]
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{path}, line {line_number}: field {text_column!r} is a "
-                    f"{type(text).__name__}, expected a string."
-                )
-            yield Document(f"{relative}:{line_number}", normalize_text(text))
+    if not path.name.lower().endswith(".gz"):
+        with open(path, "rb") as file:
+            yield from _parse_jsonl(file, path, relative, text_column)
+        return
+    # gzip reads lazily, so a damaged archive fails on the first or the last lines read.
+    try:
+        with gzip.open(path, "rb") as file:
+            yield from _parse_jsonl(file, path, relative, text_column)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(
+            f"{path} is not a valid gzip file ({type(error).__name__}: {error}). Check it with "
+            "`gzip -t`: write a truncated file again, and rename an uncompressed JSON Lines file "
+            "to .jsonl."
+        ) from None
+
+
+def _parse_jsonl(file: BinaryIO, path: Path, relative: str, text_column: str) -> Iterator[Document]:
+    for line_number, raw_line in enumerate(file, start=1):
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path}, line {line_number}: invalid UTF-8 (byte 0x{raw_line[error.start]:02x} "
+                f"at column {error.start + 1}). JSON Lines files must be UTF-8: convert the file, "
+                "for example with `iconv -f latin1 -t utf-8` for a Latin-1 file."
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}, line {line_number}: invalid JSON ({error}).") from None
+        if not isinstance(record, dict) or text_column not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise DataError(
+                f"{path}, line {line_number}: expected a JSON object with a {text_column!r} "
+                f"field, found {keys}. Add the field or set data.text_column."
+            )
+        text = record[text_column]
+        if not isinstance(text, str):
+            raise DataError(
+                f"{path}, line {line_number}: field {text_column!r} is a "
+                f"{type(text).__name__}, expected a string."
+            )
+        yield Document(f"{relative}:{line_number}", normalize_text(text))
 
 
 def _read_parquet(path: Path, relative: str, text_column: str) -> Iterator[Document]:
@@ -199,13 +245,21 @@ def _read_parquet(path: Path, relative: str, text_column: str) -> Iterator[Docum
         import pyarrow.parquet as parquet
     except ImportError:
         raise DataError(f"reading {path} needs pyarrow. {_FORMATS_FIX}") from None
-    schema = parquet.read_schema(path)
-    if text_column not in schema.names:
+    import pyarrow
+
+    try:
+        schema = parquet.read_schema(path)
+        if text_column not in schema.names:
+            raise DataError(
+                f"{path} has no column {text_column!r}; its columns are {schema.names}. "
+                "Set data.text_column."
+            )
+        texts = parquet.read_table(path, columns=[text_column]).column(text_column).to_pylist()
+    except pyarrow.ArrowException as error:
         raise DataError(
-            f"{path} has no column {text_column!r}; its columns are {schema.names}. "
-            "Set data.text_column."
-        )
-    texts = parquet.read_table(path, columns=[text_column]).column(text_column).to_pylist()
+            f"{path} is not a readable Parquet file ({str(error).rstrip('.')}). Write the file "
+            "again if it is truncated, or remove it from the domain folder."
+        ) from None
     for row, text in enumerate(texts):
         if not isinstance(text, str):
             raise DataError(
