@@ -124,6 +124,55 @@ def test_hf_disk_unknown_domain_lists_values(tmp_path):
         prepare_corpus(config)
 
 
+def test_hf_disk_null_domain_raises(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {
+        "domain": ["news"] * 6 + [None, "code", None] + ["code"] * 5,
+        "text": [f"document {i}" for i in range(14)],
+    }
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(config)
+
+    message = str(raised.value)
+    assert "2 row(s) of" in message
+    assert "column 'domain' is null in rows 6, 8" in message
+    assert "Give every row a domain" in message
+
+
+def class_label_dataset(datasets, labels):
+    features = datasets.Features(
+        {"domain": datasets.ClassLabel(names=["news", "code", "law"]), "text": datasets.Value("string")}
+    )
+    rows = {"domain": labels, "text": [f"document {i}" for i in range(len(labels))]}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def test_hf_disk_class_label_names_domains(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    class_label_dataset(datasets, [2] * 4 + [0] * 5 + [1] * 6).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    corpus = prepare_corpus(config)
+
+    assert corpus.domains == ("code", "law", "news")
+    assert corpus.metadata["domains"]["code"]["documents"] == 6
+    assert corpus.metadata["domains"]["law"]["documents"] == 4
+    texts = sum((decoded_documents(corpus, "law", s) for s in ("train", "val", "test")), [])
+    assert sorted(texts) == [f"document {i}" for i in range(4)]
+
+
+def test_hf_disk_missing_class_label_raises(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    class_label_dataset(datasets, [0] * 5 + [1] * 5 + [-1]).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError, match=r"1 row\(s\) .* is null or -1 \(no class label\) in rows 10\."):
+        prepare_corpus(config)
+
+
 def test_missing_domain_folder_raises(tmp_path):
     root = tmp_path / "domains"
     write_txt_domain(root, "python", ["a", "b", "c"])

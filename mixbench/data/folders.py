@@ -80,15 +80,7 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
                     f"the dataset at {settings.path} has no column {column!r}; its columns are "
                     f"{part.column_names}. Set data.domain_column and data.text_column."
                 )
-        for row, (domain, text) in enumerate(_iter_rows(part, settings)):
-            location = f"row {row}" + (f" of split {part_name!r}" if part_name else "")
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{location} of {settings.path} has a {settings.text_column!r} value of type "
-                    f"{type(text).__name__}, expected a string."
-                )
-            doc_id = f"{part_name}:{row}" if part_name else str(row)
-            by_domain.setdefault(str(domain), []).append(Document(doc_id, normalize_text(text)))
+        _group_rows_by_domain(part_name, part, settings, by_domain)
 
     available = sorted(by_domain)
     domains = settings.domains or tuple(available)
@@ -104,6 +96,47 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
             domain, by_domain[domain], settings.max_bytes_per_domain, f"dataset {settings.path}"
         )
     return loaded
+
+
+def _group_rows_by_domain(
+    part_name: str, part, settings: DataSettings, by_domain: dict[str, list[Document]]
+) -> None:
+    """Append the rows of one dataset split to `by_domain`, keyed by their domain name.
+
+    A ClassLabel domain column gives its label names. Rows without a domain (null, or the
+    ClassLabel value -1 that marks a missing label) raise DataError, because no domain can be
+    chosen for them.
+    """
+    from datasets import ClassLabel
+
+    feature = part.features[settings.domain_column]
+    label_names = feature.names if isinstance(feature, ClassLabel) else None
+    split_note = f" of split {part_name!r}" if part_name else ""
+    unlabelled_rows = []
+    for row, (domain, text) in enumerate(_iter_rows(part, settings)):
+        if label_names is not None and domain is not None:
+            domain = label_names[domain] if 0 <= domain < len(label_names) else None
+        if domain is None:
+            unlabelled_rows.append(row)
+            continue
+        if not isinstance(text, str):
+            raise DataError(
+                f"row {row}{split_note} of {settings.path} has a {settings.text_column!r} value "
+                f"of type {type(text).__name__}, expected a string."
+            )
+        doc_id = f"{part_name}:{row}" if part_name else str(row)
+        by_domain.setdefault(str(domain), []).append(Document(doc_id, normalize_text(text)))
+
+    if unlabelled_rows:
+        shown = ", ".join(str(row) for row in unlabelled_rows[:5])
+        more = f" and {len(unlabelled_rows) - 5} more" if len(unlabelled_rows) > 5 else ""
+        missing = "null or -1 (no class label)" if label_names is not None else "null"
+        raise DataError(
+            f"{len(unlabelled_rows)} row(s){split_note} of {settings.path} have no domain: column "
+            f"{settings.domain_column!r} is {missing} in rows {shown}{more}. "
+            "Give every row a domain, or drop those rows (for example with "
+            "`dataset.filter(...)`) and save the dataset again."
+        )
 
 
 def _iter_rows(part, settings: DataSettings) -> Iterator[tuple[Any, Any]]:
