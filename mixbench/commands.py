@@ -342,6 +342,7 @@ def benchmark_workers(jobs: int, tasks: int, threads: int, cores: int) -> tuple[
 
 def benchmark(cfg):
     """Run every method of the experiment at every seed, then write and print the table."""
+    _reject_method_config(cfg)
     _set_threads(cfg.train)
     load_plugins(cfg)
     experiment = cfg.experiment
@@ -385,6 +386,22 @@ def benchmark(cfg):
             f"each is in its file under {directory}/methods and in its run record."
         )
     return rows
+
+
+def _reject_method_config(cfg) -> None:
+    """Raise ConfigError for a method config added with +method=NAME or +method.KEY=VALUE, which benchmark never reads."""
+    method = cfg.get("method")
+    if method is None:
+        return
+    name = method.get("name") if hasattr(method, "get") else None
+    example = name or "NAME"
+    added_override = f"+method={name}" if name else ", ".join(f"+method.{key}" for key in method)
+    raise ConfigError(
+        f"mixbench benchmark has no method config, so {added_override} would be ignored. "
+        f"It runs the methods in experiment.methods: remove the +method override and list the method there, as in "
+        f"'experiment.methods=[stratified,{example}]', with its settings as "
+        f"++experiment.method_overrides.{example}.KEY=VALUE."
+    )
 
 
 def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
