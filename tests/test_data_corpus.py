@@ -10,6 +10,7 @@ import pytest
 
 from mixbench.data import SPLITS, load_corpus, prepare_corpus
 from mixbench.data.config import parse_settings
+from mixbench.data.tokenizer import DOCUMENT_SEPARATOR
 from mixbench.errors import ConfigError, DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -164,6 +165,36 @@ def test_bpe_training_is_deterministic(folder_corpus, tmp_path):
 
     assert second.tokenizer_id == first.tokenizer_id
     assert shard_bytes(second) == shard_bytes(first)
+
+
+def test_bpe_small_domain_warns(tmp_path, caplog):
+    domains = sample_domains()
+    domains["tiny"] = ["a short note", "another short note", "one more note", "the last note"]
+    write_domains(tmp_path / "domains", domains)
+    config = {"source": "folders", "path": str(tmp_path / "domains"), "cache_dir": str(tmp_path / "cache"),
+              "tokenizer": {"kind": "bpe", "vocab_size": 300}}  # fmt: skip
+
+    with caplog.at_level("WARNING", logger="mixbench.data"):
+        corpus = prepare_corpus(config)
+
+    warnings = [record.getMessage() for record in caplog.records if "BPE tokenizer" in record.getMessage()]
+    assert len(warnings) == 1, warnings
+    train = corpus.metadata["domains"]["tiny"]["splits"]["train"]
+    # The split's bytes include the separators between its documents, which the sample leaves out.
+    text_bytes = train["bytes"] - len(DOCUMENT_SEPARATOR.encode()) * (train["documents"] - 1)
+    assert f"trains on {text_bytes} bytes per domain" in warnings[0]
+    assert "not data.tokenizer.sample_bytes_per_domain=1000000" in warnings[0]
+    assert "domain 'tiny' has only" in warnings[0]
+    assert "add text to 'tiny', or leave it out of data.domains" in warnings[0]
+
+
+def test_bpe_even_domains_do_not_warn(folder_corpus, caplog):
+    _, config = folder_corpus
+
+    with caplog.at_level("WARNING", logger="mixbench.data"):
+        prepare_corpus({**config, "tokenizer": {"kind": "bpe", "vocab_size": 300}})
+
+    assert not [record for record in caplog.records if "BPE tokenizer" in record.getMessage()]
 
 
 def test_hf_tokenizer_from_local_directory(folder_corpus, tmp_path):

@@ -35,6 +35,7 @@ from mixbench.data.tokenizer import (
     BpeTokenizer,
     ByteTokenizer,
     HfTokenizer,
+    bpe_sample_warning,
     equal_bytes_sample,
     token_dtype,
     train_bpe,
@@ -154,6 +155,9 @@ def _resolve_tokenizer(settings: DataSettings, loaded: dict, splits: dict):
 
     started = time.perf_counter()
     train = {domain: domain_splits["train"] for domain, domain_splits in splits.items()}
+    warning = bpe_sample_warning(train, settings.tokenizer.sample_bytes_per_domain)
+    if warning is not None:
+        logger.warning("%s", warning)
     sample = equal_bytes_sample(train, settings.tokenizer.sample_bytes_per_domain)
     tokenizer = train_bpe(sample, settings.tokenizer.vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
