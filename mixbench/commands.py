@@ -23,6 +23,9 @@ from mixbench.parallel import run_parallel, run_sequential
 from mixbench.threads import available_cores, member_threads, set_torch_threads, warn_oversubscribed
 
 log = logging.getLogger("mixbench")
+# A val or test split that gives at most 1/EVAL_WINDOW_SHORTFALL of the evaluation windows that
+# train.eval_tokens or train.test_tokens request gets a warning.
+EVAL_WINDOW_SHORTFALL = 4
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The results_dir of every command's config file; a suggested command names any other folder.
@@ -124,7 +127,9 @@ def prepare(cfg):
             corpus.num_tokens(domain, "test"),
         )
     log.info("corpus %s (tokenizer %s, fingerprint %s)", corpus.root, corpus.tokenizer_id, corpus.fingerprint[:16])
-    _warn_short_splits(corpus, int((cfg.get("model") or {}).get("context") or 0))
+    context = int((cfg.get("model") or {}).get("context") or 0)
+    _warn_short_splits(corpus, context)
+    _log_few_eval_windows(corpus, context, cfg.get("train") or {})
     return corpus
 
 
@@ -137,6 +142,42 @@ def _warn_short_splits(corpus, context: int) -> None:
             "%s: fewer tokens than one window of model.context=%d plus one, so runs on this corpus will be rejected. "
             "Add text to those domains or raise data.val_fraction / data.test_fraction.", "; ".join(short), context,
         )
+
+
+def _log_few_eval_windows(corpus, context: int, train) -> None:
+    """Warn when a val or test split gives far fewer evaluation windows than the train settings request.
+
+    Such a split's loss rests on a few windows, so it is noisy, yet it counts as much as any other
+    domain's. For a corpus prepared by an earlier command, the list alone is logged at info level.
+    """
+    from mixbench.train.sampler import evaluation_window_count
+
+    budgets = {"val": train.get("eval_tokens"), "test": train.get("test_tokens", train.get("eval_tokens"))}
+    if not context or budgets["val"] is None:
+        return  # a command without model or training settings (laws reads run tables)
+    settings = {"val": "train.eval_tokens", "test": "train.test_tokens"}
+    fractions = {"val": "data.val_fraction", "test": "data.test_fraction"}
+    short = []
+    for split in ("val", "test"):
+        requested = max(1, int(budgets[split]) // context)
+        for domain in corpus.domains:
+            tokens = corpus.num_tokens(domain, split)
+            if tokens < context + 1:
+                continue  # _warn_short_splits names these, and runs reject them
+            windows = evaluation_window_count(tokens, context, int(budgets[split]))
+            if windows * EVAL_WINDOW_SHORTFALL <= requested:
+                short.append(f"{domain} {split}: {windows} of the {requested} windows that {settings[split]}="
+                             f"{budgets[split]} requests ({tokens} tokens; raise {fractions[split]} or add text)")
+    if not short:
+        return
+    if getattr(corpus, "reused", False):
+        log.info("few evaluation windows: %s", "; ".join(short))
+        return
+    log.warning(
+        "%s. Each evaluation window is model.context=%d tokens; a split with at most 1/%d of the requested windows "
+        "gives a noisy loss, which weighs as much as any other domain's in the table's mean over domains.",
+        "; ".join(short), context, EVAL_WINDOW_SHORTFALL,
+    )
 
 
 def _setting(cfg, corpus) -> CorpusSetting:

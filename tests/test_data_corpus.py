@@ -197,6 +197,41 @@ def test_bpe_even_domains_do_not_warn(folder_corpus, caplog):
     assert not [record for record in caplog.records if "BPE tokenizer" in record.getMessage()]
 
 
+def test_prepare_warns_about_few_evaluation_windows(tmp_path, caplog):
+    from mixbench import api
+
+    sentence = "The river carried the old boat past the mill and the stone bridge. "
+    write_domains(tmp_path / "domains", {
+        "big": [f"{i} " + sentence * 130 for i in range(20)],  # about 9,000 bytes each
+        "small": [f"{i} " + sentence * 22 for i in range(10)],  # about 1,500 bytes each
+    })  # fmt: skip
+    overrides = ["data=folders", f"data.path={tmp_path / 'domains'}", f"data.cache_dir={tmp_path / 'cache'}",
+                 "data.val_fraction=0.1", "data.test_fraction=0.1"]  # fmt: skip
+
+    with caplog.at_level("INFO", logger="mixbench"):
+        corpus = api.prepare(overrides)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "windows" in r.getMessage()]
+
+    assert len(warnings) == 1, warnings
+    test_tokens = corpus.num_tokens("small", "test")
+    windows = (test_tokens - 1) // 128
+    assert f"small test: {windows} of the 128 windows that train.test_tokens=16384 requests" in warnings[0]
+    assert "raise data.test_fraction or add text" in warnings[0]
+    assert "at most 1/4 of the requested windows" in warnings[0]
+    assert "big" not in warnings[0]
+    assert "small val" not in warnings[0]
+
+    # A later command on the same corpus logs the list alone, at info level.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mixbench"):
+        api.prepare(overrides)
+    lines = [r for r in caplog.records if "windows" in r.getMessage()]
+
+    assert len(lines) == 1
+    assert lines[0].levelname == "INFO"
+    assert lines[0].getMessage().startswith(f"few evaluation windows: small test: {windows} of the 128 windows")
+
+
 def test_hf_tokenizer_from_local_directory(folder_corpus, tmp_path):
     pytest.importorskip("transformers")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -383,3 +383,22 @@ def test_prepare_warns_about_skewed_splits(tmp_path, caplog):
     assert len(warnings) == 1, warnings
     assert "domain 'pycode'" in warnings[0]
     assert "configured 0.900/0.050/0.050" in warnings[0]
+
+
+def test_reused_corpus_logs_skew_summary(tmp_path, caplog):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "pycode", ["a" * 23_000, "b" * 15_000, "c" * 4_500, "d" * 300])
+    write_txt_domain(root, "prose", [f"sentence number {i} of the prose. " * 20 for i in range(40)])
+    prepare_corpus(folder_config(root, tmp_path / "cache"))
+    caplog.clear()
+
+    with caplog.at_level("INFO", logger="mixbench.data"):
+        corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    assert corpus.reused
+    skew = [record for record in caplog.records if "far from the configured" in record.getMessage()]
+    assert len(skew) == 1
+    assert skew[0].levelname == "INFO"
+    assert "domain 'pycode'" in skew[0].getMessage()
+    assert "(warned in full when this corpus was prepared)" in skew[0].getMessage()
+    assert "largest document" not in skew[0].getMessage()

@@ -62,7 +62,6 @@ def prepare_corpus(cfg: Any) -> Corpus:
         )
         for domain, (documents, _) in loaded.items()
     }
-    _warn_skewed_splits(settings, splits)
     tokenizer = _resolve_tokenizer(settings, loaded, splits)
     fingerprint = corpus_fingerprint(settings, loaded, tokenizer.id)
 
@@ -70,7 +69,11 @@ def prepare_corpus(cfg: Any) -> Corpus:
     existing = _reuse_corpus(corpus_dir, fingerprint, tokenizer.id)
     if existing is not None:
         logger.info("reusing prepared corpus %s", corpus_dir)
+        # The full warnings were logged when the corpus was built, so later commands log a summary.
+        _log_skewed_splits(settings, splits, reused=True)
+        existing.reused = True
         return existing
+    _log_skewed_splits(settings, splits, reused=False)
     if corpus_dir.exists():
         # Published directories always contain metadata.json, so this one is a leftover.
         shutil.rmtree(corpus_dir)
@@ -112,13 +115,20 @@ def _split_settings(settings: DataSettings) -> dict[str, Any]:
     }
 
 
-def _warn_skewed_splits(settings: DataSettings, splits: dict) -> None:
-    """Log one warning per domain whose split sizes are far from the configured fractions."""
+def _log_skewed_splits(settings: DataSettings, splits: dict, reused: bool) -> None:
+    """Log one line per domain whose split sizes are far from the configured fractions.
+
+    A new corpus gets the full warning, and a reused one its first sentence at info level.
+    """
     for domain, domain_splits in splits.items():
         warning = split_skew_warning(
-            domain, domain_splits, settings.val_fraction, settings.test_fraction
+            domain, domain_splits, settings.val_fraction, settings.test_fraction, explain=not reused
         )
-        if warning is not None:
+        if warning is None:
+            continue
+        if reused:
+            logger.info("%s (warned in full when this corpus was prepared)", warning)
+        else:
             logger.warning("%s", warning)
 
 
