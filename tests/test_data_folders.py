@@ -173,6 +173,38 @@ def test_hf_disk_missing_class_label_raises(tmp_path):
         prepare_corpus(config)
 
 
+def test_hf_disk_dataset_dict_pools_splits(tmp_path, caplog):
+    datasets = pytest.importorskip("datasets")
+    train = datasets.Dataset.from_dict({"domain": ["news"] * 8, "text": [f"train story {i}" for i in range(8)]})
+    validation = datasets.Dataset.from_dict({"domain": ["news"] * 3, "text": [f"held story {i}" for i in range(3)]})
+    datasets.DatasetDict({"train": train, "validation": validation}).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    with caplog.at_level("INFO", logger="mixbench.data"):
+        corpus = prepare_corpus(config)
+
+    assert corpus.metadata["domains"]["news"]["documents"] == 11
+    pooled = [record.getMessage() for record in caplog.records if "has the splits" in record.getMessage()]
+    assert len(pooled) == 1
+    assert "has the splits train, validation; mixbench reads the rows of all of them" in pooled[0]
+    assert "splits each domain into train/val/test by document itself" in pooled[0]
+
+
+def test_hf_disk_not_a_dataset_raises(tmp_path):
+    pytest.importorskip("datasets")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not a dataset")
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "plain"), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(config)
+
+    message = str(raised.value)
+    assert f"cannot load a dataset from data.path {tmp_path / 'plain'}" in message
+    assert ".." not in message
+    assert "Point it to a directory written by `Dataset.save_to_disk`" in message
+
+
 def test_missing_domain_folder_raises(tmp_path):
     root = tmp_path / "domains"
     write_txt_domain(root, "python", ["a", "b", "c"])

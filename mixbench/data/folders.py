@@ -8,6 +8,7 @@ Supported files in a domain folder (searched recursively, hidden files skipped):
 
 import gzip
 import json
+import logging
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from mixbench.data.documents import (
     sort_for_cap,
 )
 from mixbench.errors import DataError, unknown_name_error
+
+logger = logging.getLogger("mixbench.data")
 
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
 _FORMATS_FIX = "Install the optional formats with `pip install mixbench[formats]`."
@@ -63,13 +66,21 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
     try:
         dataset = load_from_disk(str(settings.path))
     except FileNotFoundError as error:
+        # datasets 5.2 ends some of these messages with a period and others without.
+        reason = str(error).rstrip(".")
         raise DataError(
-            f"cannot load a dataset from data.path {settings.path}: {error}. Point it to a "
-            "directory written by `Dataset.save_to_disk`."
+            f"cannot load a dataset from data.path {settings.path}: {reason}. Point it to a "
+            "directory written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."
         ) from error
 
     if hasattr(dataset, "keys"):  # a DatasetDict: every split's rows are read
         parts = [(name, dataset[name]) for name in sorted(dataset)]
+        if len(parts) > 1:
+            logger.info(
+                "the dataset at %s has the splits %s; mixbench reads the rows of all of them and splits each "
+                "domain into train/val/test by document itself (data.val_fraction, data.test_fraction).",
+                settings.path, ", ".join(name for name, _ in parts),
+            )
     else:
         parts = [("", dataset)]
     by_domain: dict[str, list[Document]] = {}
@@ -128,12 +139,12 @@ def _group_rows_by_domain(
         by_domain.setdefault(str(domain), []).append(Document(doc_id, normalize_text(text)))
 
     if unlabelled_rows:
-        shown = ", ".join(str(row) for row in unlabelled_rows[:5])
+        listed_rows = ", ".join(str(row) for row in unlabelled_rows[:5])
         more = f" and {len(unlabelled_rows) - 5} more" if len(unlabelled_rows) > 5 else ""
         missing = "null or -1 (no class label)" if label_names is not None else "null"
         raise DataError(
             f"{len(unlabelled_rows)} row(s){split_note} of {settings.path} have no domain: column "
-            f"{settings.domain_column!r} is {missing} in rows {shown}{more}. "
+            f"{settings.domain_column!r} is {missing} in rows {listed_rows}{more}. "
             "Give every row a domain, or drop those rows (for example with "
             "`dataset.filter(...)`) and save the dataset again."
         )
