@@ -7,6 +7,7 @@ conf/ by `hydra.compose` (inside `hydra.initialize_config_dir`), for example `ru
 import importlib
 import logging
 import os
+import re
 import shlex
 import traceback
 from pathlib import Path
@@ -470,6 +471,25 @@ def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
         )
 
 
+# `method.` at the start of a setting's key, as `mixbench run` takes the key and method checks name it.
+_RUN_METHOD_KEY = re.compile(r"(?<![\w.+])method\.(?=[A-Za-z_])")
+
+
+def benchmark_method_error(error: ConfigError, name: str) -> ConfigError:
+    """Return `error` with each method.KEY in its message written as experiment.method_overrides.NAME.KEY.
+
+    Method checks name their settings as `mixbench run` takes them, and a benchmark takes them
+    under experiment.method_overrides. A message that already names method_overrides is kept.
+    """
+    message = str(error)
+    if "method_overrides" in message:
+        return error
+    renamed = _RUN_METHOD_KEY.sub(f"experiment.method_overrides.{name}.", message)
+    if renamed == message:
+        return error
+    return type(error)(renamed)
+
+
 def _applicable(names, configs, setting, seed, every: bool, skipped: dict | None = None) -> list[str]:
     """Check each method's settings before training; with methods=all, skip those that cannot run here.
 
@@ -479,9 +499,10 @@ def _applicable(names, configs, setting, seed, every: bool, skipped: dict | None
     for name in names:
         try:
             build_method(configs[name]).check(setting.context(seed))
-        except ConfigError as error:
+        except ConfigError as raised:
+            error = benchmark_method_error(raised, name)
             if not every:
-                raise
+                raise error from None
             log.info("skipping method %s in this setting: %s", name, error)
             if skipped is not None:
                 skipped[name] = str(error)
