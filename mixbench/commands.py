@@ -405,9 +405,9 @@ def benchmark(cfg):
     names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str), skipped=skipped)
 
     directory = Path(cfg.results_dir) / experiment.name
+    label = setting_label(setting_identity(setting))
     if setting.is_main_process():
-        _write_experiment(directory, experiment.name, experiment.get("setting", "corpus"), names, seeds,
-                          setting_label(setting_identity(setting)), skipped)
+        _write_experiment(directory, experiment.name, experiment.get("setting", "corpus"), names, seeds, label, skipped)
     log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
     tasks = [(seed, name) for seed in seeds for name in names]
     workers, worker_threads = benchmark_workers(jobs, len(tasks), int(cfg.train.threads), available_cores())
@@ -420,7 +420,7 @@ def benchmark(cfg):
         failures = run_sequential(tasks, configs, setting, store, directory)
     if not setting.is_main_process():
         return None
-    _warn_earlier_results(directory, seeds)
+    _warn_earlier_results(directory, seeds, names, label, skipped)
     rows = table_for(directory, store)
     if failures:
         raise RunFailedError(
@@ -446,13 +446,28 @@ def _reject_method_config(cfg) -> None:
     )
 
 
-def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
+def _warn_earlier_results(directory: Path, seeds: list[int], methods: list[str], label: str, skipped: dict) -> None:
     """Say so when the table will also summarise earlier results that this command did not produce.
 
-    Those are seeds it did not request, and methods with several sets of hyperparameters, each of
-    which gets its own row.
+    Those are other methods and settings (`label` is this command's), seeds it did not request,
+    and methods with several sets of hyperparameters, each of which gets its own row. Methods in
+    `skipped` were this command's too, and their rows say why they did not run.
     """
     results = load_results(directory)
+    listed = {result["method"] for result in results} | set((load_experiment(directory) or {}).get("methods") or [])
+    other_methods = sorted(listed - set(methods) - set(skipped))
+    other_settings = sorted({setting_label(result.get("setting")) for result in results} - {label})
+    if other_methods or other_settings:
+        earlier = [f"methods {', '.join(other_methods)}"] if other_methods else []
+        earlier += [f"settings {', '.join(other_settings)}"] if other_settings else []
+        log.warning(
+            "the table of %s also lists earlier results in that folder (%s), with `missing` rows where a method has "
+            "no result in a setting. For a table of this command's methods and setting alone, run `%s`, or use another "
+            "experiment.name.",
+            directory, "; ".join(earlier),
+            follow_up_command("table", directory.parent, directory.name, f"table.methods=[{','.join(methods)}]",
+                              f"table.settings=[{label}]"),
+        )
     earlier = sorted({int(result["seed"]) for result in results} - set(seeds))
     if earlier:
         log.warning(
