@@ -13,7 +13,7 @@ import numpy as np
 from mixbench.backend import REFERENCE_LOSS, StepStats
 from mixbench.errors import ConfigError
 from mixbench.method import MethodContext, Observation, OnlineMethod, Probe, register
-from mixbench.simplex import uniform, validate_mixture
+from mixbench.simplex import mixture_from_setting, uniform
 from methods.updates import doremi_update, fill_absent
 
 NORMALIZATIONS = ("token_mean", "domain_mean")
@@ -25,8 +25,9 @@ class DoReMi(OnlineMethod):
 
     - `eta`: step size of the log-space update (1 in the published code and scripts).
     - `smoothing`: eps of p = (1 - eps) p + eps / m (1e-3 in the published training scripts).
-    - `reference_mixture`: the reference run's mixture, one weight per domain; null trains the
-      reference on the uniform mixture, which is the stratified run.
+    - `reference_mixture`: the reference run's mixture, a list with one weight per domain or a
+      mapping {domain: weight} (domains left out get 0). Null trains the reference on the uniform
+      mixture, which is the stratified run.
     - `normalization`: how the proxy's weighted loss is normalised. "token_mean" (the published
       code) divides the sum of per-token losses, each weighted by p_j / (1/m), by the batch's
       token count. "domain_mean" (the paper) sums p_j times domain j's mean token loss. The two
@@ -69,7 +70,7 @@ class DoReMi(OnlineMethod):
     def _reference(self, context: MethodContext) -> np.ndarray:
         if self.reference_mixture is None:
             return uniform(context.m)
-        return validate_mixture(list(self.reference_mixture), context.domains, name="doremi reference_mixture")
+        return mixture_from_setting(self.reference_mixture, context.domains, name="doremi reference_mixture")
 
     def prerequisites(self, context: MethodContext) -> list[Probe]:
         return [Probe(mixture=self._reference(context), role="reference")]

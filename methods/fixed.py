@@ -4,7 +4,7 @@ import numpy as np
 
 from mixbench.errors import ConfigError
 from mixbench.method import MethodContext, StaticMethod, register
-from mixbench.simplex import validate_mixture
+from mixbench.simplex import mixture_from_setting
 
 
 # The command-line forms of this method's settings, for messages. A benchmark's default
@@ -40,14 +40,6 @@ class Fixed(StaticMethod):
                 f"method fixed needs a mixture: a list [w1,...] with one weight per domain ({', '.join(domains)}) or a "
                 f"mapping {{domain: weight}}. Set it {WHERE}."
             )
-        weights = self.mixture
-        if hasattr(weights, "items"):
-            unknown = sorted(set(weights) - set(domains))
-            if unknown:
-                raise ConfigError(
-                    f"fixed's mixture names unknown domain(s) {', '.join(unknown)}; the domains are {', '.join(domains)}."
-                )
-            weights = [float(weights.get(domain, 0.0)) for domain in domains]
         normalize_setting = f"fixed's normalize to true ({WHERE})"
-        return validate_mixture(list(weights), domains, normalize=bool(self.normalize), name="fixed's mixture",
-                                normalize_setting=normalize_setting)
+        return mixture_from_setting(self.mixture, domains, name="fixed's mixture", normalize=bool(self.normalize),
+                                    normalize_setting=normalize_setting)

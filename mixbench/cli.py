@@ -236,7 +236,10 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
     settings = [item for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))]
     # Group choices decide which keys exist; a sweep's list of choices is represented by its first.
     # A dot-less key that names no config group is a top-level setting, checked below like the others.
-    groups = [item for item in settings if "." not in item.split("=", 1)[0] and group_options(item.split("=", 1)[0], overrides)]
+    # A group that the command does not compose (method in benchmark) is left out, so that the others compose.
+    command_groups = command_group_defaults(command)
+    groups = [item for item in settings if "." not in item.split("=", 1)[0] and group_options(item.split("=", 1)[0], overrides)
+              and item.split("=", 1)[0] in command_groups]
     choices = [item.split(",")[0] for item in groups]
     swept = [choice for choice, item in zip(choices, groups) if "," in item]
     context = f" with {' '.join(swept)}" if swept else ""
@@ -256,6 +259,9 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
             parent, leaf = _first_missing(cfg, key)
             node = OmegaConf.select(cfg, parent) if parent else cfg
         if not isinstance(node, DictConfig):
+            continue
+        if not parent and leaf not in node and leaf in config_groups(overrides):
+            lines.append(_absent_group_line(command, item, cfg, command_groups, overrides))
             continue
         if leaf in node:
             if "method_overrides" in parent.split("."):
@@ -286,6 +292,124 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
         full_key = f"{parent}.{leaf}" if parent else leaf
         lines.append(f"{full_key} is not a setting of mixbench {command}{context}; {hint}")
     return lines
+
+
+def command_group_defaults(command: str) -> dict[str, str | None]:
+    """Return the config groups in the defaults list of conf/COMMAND.yaml, each with its default option.
+
+    A group listed as `group: null` (experiment in laws) maps to None, and Hydra's own groups are left out.
+    """
+    import yaml
+
+    entries = yaml.safe_load((CONF_DIR / f"{command}.yaml").read_text()).get("defaults", [])
+    groups = {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            for group, option in entry.items():
+                if not group.startswith("override "):
+                    groups[group] = option
+    return groups
+
+
+def _absent_group_line(command: str, item: str, cfg, command_groups: dict, overrides: list[str]) -> str:
+    """Explain an override of a config group that the composed config of `command` does not contain."""
+    key, _, value = item.partition("=")
+    group = key.split(".")[0]
+    if command == "benchmark" and group == "method":
+        return _benchmark_method_line(key, value, cfg, overrides)
+    if group in command_groups:
+        # The group is in the defaults list as null, so its settings exist only once an option is chosen.
+        return _unchosen_group_line(command, group, key, overrides)
+    settings = sorted(str(name) for name in cfg.keys())
+    return (f"{key} is not a setting of mixbench {command}, which takes no {group} settings; remove {item}. "
+            f"The settings of mixbench {command} are {', '.join(settings)}.")
+
+
+def _benchmark_method_line(key: str, value: str, cfg, overrides: list[str]) -> str:
+    """Point `method=NAME` and `method.KEY=VALUE` in a benchmark to experiment.methods and method_overrides."""
+    from omegaconf import DictConfig, OmegaConf
+
+    listed = _listed_methods(cfg, overrides)
+    where = "mixbench benchmark, which runs the methods in experiment.methods with their settings under experiment.method_overrides"
+    if key == "method":
+        name = value.split(",")[0]
+        example = ",".join(listed + [name] if name not in listed else listed)
+        return (f"method={value} is not a setting of {where}: write 'experiment.methods=[{example}]', and give {name}'s "
+                f"settings as ++experiment.method_overrides.{name}.KEY=VALUE.")
+    setting = key.split(".", 1)[1]
+    owners = _methods_with_setting(setting.split(".")[0], overrides)
+    if not owners:
+        return (f"{key} is not a setting of {where}, and no method config has a setting {setting.split('.')[0]}; "
+                f"give a method's settings as ++experiment.method_overrides.METHOD.KEY=VALUE.")
+    name = owners[0]
+    entry = OmegaConf.select(cfg, f"experiment.method_overrides.{name}")
+    # A setting the entry already lists is overridden as is, and a new one (or a new entry) needs a leading +.
+    prefix = "" if isinstance(entry, DictConfig) and setting.split(".")[0] in entry else "+"
+    line = f"{key} is not a setting of {where}: write '{prefix}experiment.method_overrides.{name}.{setting}={value}'"
+    if name not in listed and listed:
+        line += f" and add {name} to experiment.methods"
+    if len(owners) > 1:
+        line += f" (methods with a setting {setting.split('.')[0]}: {', '.join(owners)})"
+    return line + "."
+
+
+def _listed_methods(cfg, overrides: list[str]) -> list[str]:
+    """Return the method names of experiment.methods, as set in `overrides` or else in `cfg`; [] for "all"."""
+    import yaml
+
+    listed = cfg.experiment.get("methods")
+    for item in overrides:
+        key, _, value = item.lstrip("+").partition("=")
+        if key == "experiment.methods":
+            try:
+                listed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return []
+    if listed is None or isinstance(listed, str):
+        return []
+    return [str(name) for name in listed]
+
+
+def _methods_with_setting(setting: str, overrides: list[str]) -> list[str]:
+    """Return the methods whose config file (in conf/method or on hydra.searchpath) lists `setting`."""
+    from omegaconf import OmegaConf
+
+    owners = []
+    for name in group_options("method", overrides):
+        for folder in config_folders(overrides):
+            path = folder / "method" / f"{name}.yaml"
+            if path.exists() and setting in OmegaConf.load(path):
+                owners.append(name)
+                break
+    return owners
+
+
+def _unchosen_group_line(command: str, group: str, key: str, overrides: list[str]) -> str:
+    """Name the options of a group that defaults to null in `command` and that have the setting `key`."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    law_sweeps = command == "laws" and group == "experiment"
+    options = []
+    options_with_key = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for option in group_options(group, overrides):
+            try:
+                option_cfg = compose(config_name=command, overrides=[f"{group}={option}", *searchpath_overrides(overrides)])
+            except Exception:  # noqa: BLE001 - an option that does not compose cannot be suggested
+                continue
+            # `mixbench laws` reads only law sweeps, which are the experiments with experiment.sweep.
+            if law_sweeps and OmegaConf.select(option_cfg, "experiment.sweep") is None:
+                continue
+            options.append(option)
+            if OmegaConf.select(option_cfg, key, default="<absent>") != "<absent>":
+                options_with_key.append(option)
+    kind = "a law sweep" if law_sweeps else f"an option of {group}"
+    if not options_with_key:
+        return (f"{key} is not a setting of mixbench {command}, whose {group} is null until one is chosen, and no "
+                f"{group} option has it. The options are {', '.join(options)}.")
+    return (f"{key} is not a setting of mixbench {command} until {kind} is chosen ({group} is null by default): "
+            f"add {group}={options_with_key[0]}. The options with {key} are {', '.join(options_with_key)}.")
 
 
 def _merge_hint(item: str, node) -> list[str]:

@@ -7,6 +7,7 @@ conf/ by `hydra.compose` (inside `hydra.initialize_config_dir`), for example `ru
 import importlib
 import logging
 import os
+import re
 import shlex
 import traceback
 from pathlib import Path
@@ -23,6 +24,9 @@ from mixbench.parallel import run_parallel, run_sequential
 from mixbench.threads import available_cores, member_threads, set_torch_threads, warn_oversubscribed
 
 log = logging.getLogger("mixbench")
+# A val or test split that gives at most 1/EVAL_WINDOW_SHORTFALL of the evaluation windows that
+# train.eval_tokens or train.test_tokens request gets a warning.
+EVAL_WINDOW_SHORTFALL = 4
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The results_dir of every command's config file; a suggested command names any other folder.
@@ -124,7 +128,9 @@ def prepare(cfg):
             corpus.num_tokens(domain, "test"),
         )
     log.info("corpus %s (tokenizer %s, fingerprint %s)", corpus.root, corpus.tokenizer_id, corpus.fingerprint[:16])
-    _warn_short_splits(corpus, int((cfg.get("model") or {}).get("context") or 0))
+    context = int((cfg.get("model") or {}).get("context") or 0)
+    _warn_short_splits(corpus, context)
+    _log_few_eval_windows(corpus, context, cfg.get("train") or {})
     return corpus
 
 
@@ -137,6 +143,42 @@ def _warn_short_splits(corpus, context: int) -> None:
             "%s: fewer tokens than one window of model.context=%d plus one, so runs on this corpus will be rejected. "
             "Add text to those domains or raise data.val_fraction / data.test_fraction.", "; ".join(short), context,
         )
+
+
+def _log_few_eval_windows(corpus, context: int, train) -> None:
+    """Warn when a val or test split gives far fewer evaluation windows than the train settings request.
+
+    Such a split's loss rests on a few windows, so it is noisy, yet it counts as much as any other
+    domain's. For a corpus prepared by an earlier command, the list alone is logged at info level.
+    """
+    from mixbench.train.sampler import evaluation_window_count
+
+    budgets = {"val": train.get("eval_tokens"), "test": train.get("test_tokens", train.get("eval_tokens"))}
+    if not context or budgets["val"] is None:
+        return  # a command without model or training settings (laws reads run tables)
+    settings = {"val": "train.eval_tokens", "test": "train.test_tokens"}
+    fractions = {"val": "data.val_fraction", "test": "data.test_fraction"}
+    short = []
+    for split in ("val", "test"):
+        requested = max(1, int(budgets[split]) // context)
+        for domain in corpus.domains:
+            tokens = corpus.num_tokens(domain, split)
+            if tokens < context + 1:
+                continue  # _warn_short_splits names these, and runs reject them
+            windows = evaluation_window_count(tokens, context, int(budgets[split]))
+            if windows * EVAL_WINDOW_SHORTFALL <= requested:
+                short.append(f"{domain} {split}: {windows} of the {requested} windows that {settings[split]}="
+                             f"{budgets[split]} requests ({tokens} tokens; raise {fractions[split]} or add text)")
+    if not short:
+        return
+    if getattr(corpus, "reused", False):
+        log.info("few evaluation windows: %s", "; ".join(short))
+        return
+    log.warning(
+        "%s. Each evaluation window is model.context=%d tokens; a split with at most 1/%d of the requested windows "
+        "gives a noisy loss, which weighs as much as any other domain's in the table's mean over domains.",
+        "; ".join(short), context, EVAL_WINDOW_SHORTFALL,
+    )
 
 
 def _setting(cfg, corpus) -> CorpusSetting:
@@ -342,6 +384,7 @@ def benchmark_workers(jobs: int, tasks: int, threads: int, cores: int) -> tuple[
 
 def benchmark(cfg):
     """Run every method of the experiment at every seed, then write and print the table."""
+    _reject_method_config(cfg)
     _set_threads(cfg.train)
     load_plugins(cfg)
     experiment = cfg.experiment
@@ -362,9 +405,9 @@ def benchmark(cfg):
     names = _applicable(names, configs, setting, seeds[0], every=isinstance(experiment.methods, str), skipped=skipped)
 
     directory = Path(cfg.results_dir) / experiment.name
+    label = setting_label(setting_identity(setting))
     if setting.is_main_process():
-        _write_experiment(directory, experiment.name, experiment.get("setting", "corpus"), names, seeds,
-                          setting_label(setting_identity(setting)), skipped)
+        _write_experiment(directory, experiment.name, experiment.get("setting", "corpus"), names, seeds, label, skipped)
     log.info("benchmark %s: methods %s, seeds %s", experiment.name, ", ".join(names), seeds)
     tasks = [(seed, name) for seed in seeds for name in names]
     workers, worker_threads = benchmark_workers(jobs, len(tasks), int(cfg.train.threads), available_cores())
@@ -377,7 +420,7 @@ def benchmark(cfg):
         failures = run_sequential(tasks, configs, setting, store, directory)
     if not setting.is_main_process():
         return None
-    _warn_earlier_results(directory, seeds)
+    _warn_earlier_results(directory, seeds, names, label, skipped)
     rows = table_for(directory, store)
     if failures:
         raise RunFailedError(
@@ -387,13 +430,44 @@ def benchmark(cfg):
     return rows
 
 
-def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
+def _reject_method_config(cfg) -> None:
+    """Raise ConfigError for a method config added with +method=NAME or +method.KEY=VALUE, which benchmark never reads."""
+    method = cfg.get("method")
+    if method is None:
+        return
+    name = method.get("name") if hasattr(method, "get") else None
+    example = name or "NAME"
+    added_override = f"+method={name}" if name else ", ".join(f"+method.{key}" for key in method)
+    raise ConfigError(
+        f"mixbench benchmark has no method config, so {added_override} would be ignored. "
+        f"It runs the methods in experiment.methods: remove the +method override and list the method there, as in "
+        f"'experiment.methods=[stratified,{example}]', with its settings as "
+        f"++experiment.method_overrides.{example}.KEY=VALUE."
+    )
+
+
+def _warn_earlier_results(directory: Path, seeds: list[int], methods: list[str], label: str, skipped: dict) -> None:
     """Say so when the table will also summarise earlier results that this command did not produce.
 
-    Those are seeds it did not request, and methods with several sets of hyperparameters, each of
-    which gets its own row.
+    Those are other methods and settings (`label` is this command's), seeds it did not request,
+    and methods with several sets of hyperparameters, each of which gets its own row. Methods in
+    `skipped` were this command's too, and their rows say why they did not run.
     """
     results = load_results(directory)
+    listed = {result["method"] for result in results} | set((load_experiment(directory) or {}).get("methods") or [])
+    other_methods = sorted(listed - set(methods) - set(skipped))
+    other_settings = sorted({setting_label(result.get("setting")) for result in results} - {label})
+    if other_methods or other_settings:
+        earlier = [f"methods {', '.join(other_methods)}"] if other_methods else []
+        earlier += [f"settings {', '.join(other_settings)}"] if other_settings else []
+        log.warning(
+            "the table of %s also lists earlier results in that folder (%s), with `missing` rows where a method has "
+            "no result in a setting. For a table of this command's methods and setting alone, run `%s`, or use another "
+            "experiment.name.",
+            directory, "; ".join(earlier),
+            follow_up_command("table", directory.parent, directory.name, f"table.methods=[{','.join(methods)}]",
+                              f"table.settings=[{label}]"),
+        )
     earlier = sorted({int(result["seed"]) for result in results} - set(seeds))
     if earlier:
         log.warning(
@@ -412,6 +486,25 @@ def _warn_earlier_results(directory: Path, seeds: list[int]) -> None:
         )
 
 
+# `method.` at the start of a setting's key, as `mixbench run` takes the key and method checks name it.
+_RUN_METHOD_KEY = re.compile(r"(?<![\w.+])method\.(?=[A-Za-z_])")
+
+
+def benchmark_method_error(error: ConfigError, name: str) -> ConfigError:
+    """Return `error` with each method.KEY in its message written as experiment.method_overrides.NAME.KEY.
+
+    Method checks name their settings as `mixbench run` takes them, and a benchmark takes them
+    under experiment.method_overrides. A message that already names method_overrides is kept.
+    """
+    message = str(error)
+    if "method_overrides" in message:
+        return error
+    renamed = _RUN_METHOD_KEY.sub(f"experiment.method_overrides.{name}.", message)
+    if renamed == message:
+        return error
+    return type(error)(renamed)
+
+
 def _applicable(names, configs, setting, seed, every: bool, skipped: dict | None = None) -> list[str]:
     """Check each method's settings before training; with methods=all, skip those that cannot run here.
 
@@ -421,9 +514,10 @@ def _applicable(names, configs, setting, seed, every: bool, skipped: dict | None
     for name in names:
         try:
             build_method(configs[name]).check(setting.context(seed))
-        except ConfigError as error:
+        except ConfigError as raised:
+            error = benchmark_method_error(raised, name)
             if not every:
-                raise
+                raise error from None
             log.info("skipping method %s in this setting: %s", name, error)
             if skipped is not None:
                 skipped[name] = str(error)

@@ -3,6 +3,7 @@
 A mixture over m domains is a vector p with p_j >= 0 and sum_j p_j = 1.
 """
 
+import difflib
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,6 +54,63 @@ def validate_mixture(
         fix = f"or set {normalize_setting} to rescale them explicitly" if normalize_setting else "so that they sum to 1"
         raise MixtureError(f"{name} ({weights}) sums to {total:.9g}, not 1 (tolerance {SUM_TOLERANCE:g}). Fix the weights {fix}.")
     return p
+
+
+def mixture_from_setting(
+    value,
+    domains: Sequence[str],
+    *,
+    name: str,
+    normalize: bool = False,
+    normalize_setting: str | None = None,
+) -> np.ndarray:
+    """Convert a configured mixture to a validated vector over `domains`.
+
+    `value` is a list with one weight per domain, in the order of `domains`, or a mapping from
+    domain name to weight in which domains left out get weight 0. Unknown domain names and
+    weights that are not numbers raise MixtureError naming them. The rest is `validate_mixture`.
+    """
+    if hasattr(value, "items"):
+        value = _weights_from_mapping(value, domains, name)
+    elif isinstance(value, str) or not hasattr(value, "__iter__"):
+        raise MixtureError(
+            f"{name} {value!r} is not a list of numbers or a mapping {{domain: weight}}. Give "
+            f"[w1,...] with one weight per domain ({', '.join(domains)}) or {{domain: weight}}."
+        )
+    else:
+        value = list(value)
+    bad = [weight for weight in value if isinstance(weight, bool)]
+    if bad:
+        raise MixtureError(f"{name} {value!r} contains {bad[0]!r}, which is not a number. Give numeric weights.")
+    return validate_mixture(value, domains, normalize=normalize, name=name, normalize_setting=normalize_setting)
+
+
+def _weights_from_mapping(weights, domains: Sequence[str], name: str) -> list[float]:
+    unknown = [str(key) for key in weights if key not in domains]
+    if unknown:
+        described = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, domains, n=2, cutoff=0.5)
+            hint = f" (did you mean {' or '.join(repr(match) for match in close)}?)" if close else ""
+            described.append(f"{key!r}{hint}")
+        raise MixtureError(
+            f"{name} names unknown domain(s) {', '.join(described)}. The domains are "
+            f"{', '.join(domains)}."
+        )
+    vector = []
+    for domain in domains:
+        weight = weights.get(domain, 0.0)
+        try:
+            number = float(weight)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or isinstance(weight, bool):
+            raise MixtureError(
+                f"{name} gives domain {domain!r} the weight {weight!r}, which is not a number. "
+                "Give a number such as 0.5."
+            )
+        vector.append(number)
+    return vector
 
 
 def uniform(m: int) -> np.ndarray:

@@ -140,7 +140,9 @@ def check_run_member(cfg) -> None:
 
 def check_benchmark_member(cfg) -> None:
     """Build every method of a `mixbench benchmark` member and check its training settings."""
-    from mixbench.commands import _benchmark_jobs, _check_unique, _plain, benchmark_methods, load_plugins, method_config
+    from mixbench.commands import (
+        _benchmark_jobs, _check_unique, _plain, benchmark_method_error, benchmark_methods, load_plugins, method_config,
+    )
     from mixbench.errors import ConfigError
     from mixbench.method import build_method
 
@@ -154,15 +156,15 @@ def check_benchmark_member(cfg) -> None:
     for name in benchmark_methods(experiment):
         try:
             methods.append(build_method(method_config(name, overrides.get(name))))
-        except ConfigError:
+        except ConfigError as error:
             # With methods=all the benchmark skips a method that cannot run, and its table records the reason.
             if not isinstance(experiment.methods, str):
-                raise
+                raise benchmark_method_error(error, name) from None
     if methods and seeds:
-        _check_training(cfg, methods, seeds[0], skip_failing=isinstance(experiment.methods, str))
+        _check_training(cfg, methods, seeds[0], skip_failing=isinstance(experiment.methods, str), in_benchmark=True)
 
 
-def _check_training(cfg, methods, seed: int, skip_failing: bool = False) -> None:
+def _check_training(cfg, methods, seed: int, skip_failing: bool = False, in_benchmark: bool = False) -> None:
     """Check the training settings: the simulator's, with each method's check, or the corpus run's without the corpus."""
     from mixbench.commands import _experiment_kind, _plain
     from mixbench.errors import ConfigError
@@ -179,9 +181,14 @@ def _check_training(cfg, methods, seed: int, skip_failing: bool = False) -> None
     for method in methods:
         try:
             method.check(setting.context(seed))
-        except ConfigError:
-            if not skip_failing:
-                raise
+        except ConfigError as error:
+            if skip_failing:
+                continue
+            if in_benchmark:
+                from mixbench.commands import benchmark_method_error
+
+                raise benchmark_method_error(error, method.name) from None
+            raise
 
 
 MEMBER_CHECKS = {"run": check_run_member, "benchmark": check_benchmark_member}

@@ -73,7 +73,11 @@ CASES = {
     "mixture-length": (["run", "method=fixed", "method.mixture=[0.5,0.5]"], "has 2 weights but there are 3 domains"),
     "mixture-negative": (["run", "method=fixed", "method.mixture=[1.5,-0.5,0]"], "negative weights"),
     "mixture-nan": (["run", "method=fixed", "method.mixture=[nan,0.5,0.5]"], "NaN"),
-    "mixture-unknown-domain": (["run", "method=fixed", "+method.mixture.poetry=1.0"], "unknown domain(s) poetry"),
+    "mixture-unknown-domain": (["run", "method=fixed", "+method.mixture.poetry=1.0"], "unknown domain(s) 'poetry'"),
+    "mixture-mapping-not-number": (["run", "method=fixed", "method.mixture={legal: abc, python: 1.0}"],
+                                   "fixed's mixture gives domain 'legal' the weight 'abc', which is not a number"),
+    "doremi-reference-mapping-typo": (["run", "method=doremi", "method.reference_mixture={legal: 0.5, pyton: 0.5}"],
+                                      "unknown domain(s) 'pyton' (did you mean 'python'?)"),
     "method-unknown": (["run", "method=stratifed"], "Could not find 'method/stratifed'"),
     "method-setting-unknown": (["run", "+method.eta=1.0"], "does not take the setting(s) eta"),
     "train-key-unknown": (["run", "+train.step=40"], "unknown train setting 'step'. Did you mean 'steps'"),
@@ -109,6 +113,8 @@ CASES = {
                                "unknown method 'natral'. Did you mean 'natural'"),
     "benchmark-override-typo": (["benchmark", "experiment.methods=[stratified]", "+experiment.method_overrides.doremmi={eta: 0.5}"],
                                 "Fix the name in experiment.method_overrides"),
+    "benchmark-method-key": (["benchmark", "experiment.methods=[aioli]", "experiment.method_overrides.aioli.update_steps=50"],
+                             "Set experiment.method_overrides.aioli.update_steps below train.steps"),
     "benchmark-seeds-twice": (["benchmark", "experiment.methods=[stratified]", "experiment.seeds=[0,0]"], "lists 0 more than once"),
     "benchmark-methods-twice": (["benchmark", "experiment.methods=[stratified,stratified]"], "lists stratified more than once"),
     "laws-list-in-sweep": (["laws", "experiment=laws_static_sim", "laws=[linear]"], "not in a law sweep; set experiment.laws=[linear] instead"),
@@ -116,6 +122,26 @@ CASES = {
     "laws-experiment-typo": (["laws", "experiment=laws_statik_sim"], "Could not find 'experiment/laws_statik_sim'"),
     "laws-file": (["laws", "train.mixtures={root}/absent.csv", "train.losses={root}/losses.csv"], "absent.csv"),
 }
+
+
+@pytest.mark.parametrize(
+    "message, renamed",
+    [
+        ("Set method.update_steps below train.steps.", "Set experiment.method_overrides.aioli.update_steps below train.steps."),
+        ("method aioli: method.design=grid; use method.design=cover.",
+         "method aioli: experiment.method_overrides.aioli.design=grid; use experiment.method_overrides.aioli.design=cover."),
+        ("settings: +method.KEY=VALUE or submethod.x", "settings: +method.KEY=VALUE or submethod.x"),
+        ("in a benchmark as '+experiment.method_overrides.aioli={...}', with mixbench run as method.eta",
+         "in a benchmark as '+experiment.method_overrides.aioli={...}', with mixbench run as method.eta"),
+    ],
+    ids=["sentence", "twice", "other-prefixes", "names-both"],
+)
+def test_benchmark_method_error_names_benchmark_key(message, renamed):
+    from mixbench.commands import benchmark_method_error
+    from mixbench.errors import ConfigError, MixtureError
+
+    assert str(benchmark_method_error(ConfigError(message), "aioli")) == renamed
+    assert isinstance(benchmark_method_error(MixtureError(message), "aioli"), MixtureError)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -206,6 +206,45 @@ def test_unknown_top_level_key_gets_a_suggestion(tmp_path):
     assert not list(tmp_path.glob("results/*/methods"))
 
 
+def test_group_the_command_lacks_gets_hint(tmp_path):
+    # benchmark has no method group: a method's settings go under experiment.method_overrides.
+    result = mixbench("benchmark", "experiment.methods=[stratified]", "method.mixture={legal: 1.0}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "did you mean method?" not in result.stderr
+    assert "mixbench: method.mixture is not a setting of mixbench benchmark, which runs the methods in experiment.methods" in result.stderr
+    assert "write '+experiment.method_overrides.fixed.mixture={legal: 1.0}' and add fixed to experiment.methods." in result.stderr
+    # aioli's entry in the default experiment lists update_steps already, so no + is needed.
+    result = mixbench("benchmark", "method.update_steps=7", cwd=tmp_path)
+    assert "write 'experiment.method_overrides.aioli.update_steps=7' (methods with a setting update_steps: aioli, skill_it)." in result.stderr
+    result = mixbench("benchmark", "experiment.methods=[stratified,natural]", "method=fixed", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "write 'experiment.methods=[stratified,natural,fixed]', and give fixed's settings as ++experiment.method_overrides.fixed.KEY=VALUE." in result.stderr
+    # table reads records only.
+    result = mixbench("table", "experiment.name=mine", "train.threads=1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "did you mean train?" not in result.stderr
+    assert "mixbench: train.threads is not a setting of mixbench table, which takes no train settings; remove train.threads=1." in result.stderr
+    assert "The settings of mixbench table are experiment, out_dir, results_dir, table." in result.stderr
+    # laws has no experiment until a law sweep is chosen.
+    result = mixbench("laws", "experiment.laws=[linear]", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "did you mean experiment?" not in result.stderr
+    assert "mixbench: experiment.laws is not a setting of mixbench laws until a law sweep is chosen" in result.stderr
+    assert "add experiment=laws_static. The options with experiment.laws are laws_static, laws_static_sim." in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_benchmark_rejects_added_method_config(tmp_path):
+    result = mixbench("benchmark", "experiment=sim", "+method=fixed", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "mixbench: error: mixbench benchmark has no method config, so +method=fixed would be ignored." in result.stderr
+    assert "'experiment.methods=[stratified,fixed]'" in result.stderr
+    result = mixbench("benchmark", "experiment=sim", "+method.mixture=[1,0,0,0,0]", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "so +method.mixture would be ignored" in result.stderr
+    assert not list(tmp_path.glob("results/*/methods/*"))
+
+
 def test_launcher_mistakes_get_hints(tmp_path):
     result = mixbench("run", "-m", "hydra/launcher=jobib", "seed=0,1", "experiment=sim", cwd=tmp_path)
     assert result.returncode == 2

@@ -10,6 +10,7 @@ import pytest
 
 from mixbench.data import SPLITS, load_corpus, prepare_corpus
 from mixbench.data.config import parse_settings
+from mixbench.data.tokenizer import DOCUMENT_SEPARATOR
 from mixbench.errors import ConfigError, DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -164,6 +165,71 @@ def test_bpe_training_is_deterministic(folder_corpus, tmp_path):
 
     assert second.tokenizer_id == first.tokenizer_id
     assert shard_bytes(second) == shard_bytes(first)
+
+
+def test_bpe_small_domain_warns(tmp_path, caplog):
+    domains = sample_domains()
+    domains["tiny"] = ["a short note", "another short note", "one more note", "the last note"]
+    write_domains(tmp_path / "domains", domains)
+    config = {"source": "folders", "path": str(tmp_path / "domains"), "cache_dir": str(tmp_path / "cache"),
+              "tokenizer": {"kind": "bpe", "vocab_size": 300}}  # fmt: skip
+
+    with caplog.at_level("WARNING", logger="mixbench.data"):
+        corpus = prepare_corpus(config)
+
+    warnings = [record.getMessage() for record in caplog.records if "BPE tokenizer" in record.getMessage()]
+    assert len(warnings) == 1, warnings
+    train = corpus.metadata["domains"]["tiny"]["splits"]["train"]
+    # The split's bytes include the separators between its documents, which the sample leaves out.
+    text_bytes = train["bytes"] - len(DOCUMENT_SEPARATOR.encode()) * (train["documents"] - 1)
+    assert f"trains on {text_bytes} bytes per domain" in warnings[0]
+    assert "not data.tokenizer.sample_bytes_per_domain=1000000" in warnings[0]
+    assert "domain 'tiny' has only" in warnings[0]
+    assert "add text to 'tiny', or leave it out of data.domains" in warnings[0]
+
+
+def test_bpe_even_domains_do_not_warn(folder_corpus, caplog):
+    _, config = folder_corpus
+
+    with caplog.at_level("WARNING", logger="mixbench.data"):
+        prepare_corpus({**config, "tokenizer": {"kind": "bpe", "vocab_size": 300}})
+
+    assert not [record for record in caplog.records if "BPE tokenizer" in record.getMessage()]
+
+
+def test_prepare_warns_about_few_evaluation_windows(tmp_path, caplog):
+    from mixbench import api
+
+    sentence = "The river carried the old boat past the mill and the stone bridge. "
+    write_domains(tmp_path / "domains", {
+        "big": [f"{i} " + sentence * 130 for i in range(20)],  # about 9,000 bytes each
+        "small": [f"{i} " + sentence * 22 for i in range(10)],  # about 1,500 bytes each
+    })  # fmt: skip
+    overrides = ["data=folders", f"data.path={tmp_path / 'domains'}", f"data.cache_dir={tmp_path / 'cache'}",
+                 "data.val_fraction=0.1", "data.test_fraction=0.1"]  # fmt: skip
+
+    with caplog.at_level("INFO", logger="mixbench"):
+        corpus = api.prepare(overrides)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "windows" in r.getMessage()]
+
+    assert len(warnings) == 1, warnings
+    test_tokens = corpus.num_tokens("small", "test")
+    windows = (test_tokens - 1) // 128
+    assert f"small test: {windows} of the 128 windows that train.test_tokens=16384 requests" in warnings[0]
+    assert "raise data.test_fraction or add text" in warnings[0]
+    assert "at most 1/4 of the requested windows" in warnings[0]
+    assert "big" not in warnings[0]
+    assert "small val" not in warnings[0]
+
+    # A later command on the same corpus logs the list alone, at info level.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mixbench"):
+        api.prepare(overrides)
+    lines = [r for r in caplog.records if "windows" in r.getMessage()]
+
+    assert len(lines) == 1
+    assert lines[0].levelname == "INFO"
+    assert lines[0].getMessage().startswith(f"few evaluation windows: small test: {windows} of the 128 windows")
 
 
 def test_hf_tokenizer_from_local_directory(folder_corpus, tmp_path):

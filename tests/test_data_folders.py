@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +124,87 @@ def test_hf_disk_unknown_domain_lists_values(tmp_path):
         prepare_corpus(config)
 
 
+def test_hf_disk_null_domain_raises(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {
+        "domain": ["news"] * 6 + [None, "code", None] + ["code"] * 5,
+        "text": [f"document {i}" for i in range(14)],
+    }
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(config)
+
+    message = str(raised.value)
+    assert "2 row(s) of" in message
+    assert "column 'domain' is null in rows 6, 8" in message
+    assert "Give every row a domain" in message
+
+
+def class_label_dataset(datasets, labels):
+    features = datasets.Features(
+        {"domain": datasets.ClassLabel(names=["news", "code", "law"]), "text": datasets.Value("string")}
+    )
+    rows = {"domain": labels, "text": [f"document {i}" for i in range(len(labels))]}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def test_hf_disk_class_label_names_domains(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    class_label_dataset(datasets, [2] * 4 + [0] * 5 + [1] * 6).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    corpus = prepare_corpus(config)
+
+    assert corpus.domains == ("code", "law", "news")
+    assert corpus.metadata["domains"]["code"]["documents"] == 6
+    assert corpus.metadata["domains"]["law"]["documents"] == 4
+    texts = sum((decoded_documents(corpus, "law", s) for s in ("train", "val", "test")), [])
+    assert sorted(texts) == [f"document {i}" for i in range(4)]
+
+
+def test_hf_disk_missing_class_label_raises(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    class_label_dataset(datasets, [0] * 5 + [1] * 5 + [-1]).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError, match=r"1 row\(s\) .* is null or -1 \(no class label\) in rows 10\."):
+        prepare_corpus(config)
+
+
+def test_hf_disk_dataset_dict_pools_splits(tmp_path, caplog):
+    datasets = pytest.importorskip("datasets")
+    train = datasets.Dataset.from_dict({"domain": ["news"] * 8, "text": [f"train story {i}" for i in range(8)]})
+    validation = datasets.Dataset.from_dict({"domain": ["news"] * 3, "text": [f"held story {i}" for i in range(3)]})
+    datasets.DatasetDict({"train": train, "validation": validation}).save_to_disk(str(tmp_path / "saved"))
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    with caplog.at_level("INFO", logger="mixbench.data"):
+        corpus = prepare_corpus(config)
+
+    assert corpus.metadata["domains"]["news"]["documents"] == 11
+    pooled = [record.getMessage() for record in caplog.records if "has the splits" in record.getMessage()]
+    assert len(pooled) == 1
+    assert "has the splits train, validation; mixbench reads the rows of all of them" in pooled[0]
+    assert "splits each domain into train/val/test by document itself" in pooled[0]
+
+
+def test_hf_disk_not_a_dataset_raises(tmp_path):
+    pytest.importorskip("datasets")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not a dataset")
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "plain"), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(config)
+
+    message = str(raised.value)
+    assert f"cannot load a dataset from data.path {tmp_path / 'plain'}" in message
+    assert ".." not in message
+    assert "Point it to a directory written by `Dataset.save_to_disk`" in message
+
+
 def test_missing_domain_folder_raises(tmp_path):
     root = tmp_path / "domains"
     write_txt_domain(root, "python", ["a", "b", "c"])
@@ -195,6 +278,100 @@ def test_jsonl_invalid_json_raises(tmp_path):
         prepare_corpus(folder_config(root, tmp_path / "cache"))
 
 
+def gzip_jsonl_bytes(count):
+    lines = [json.dumps({"text": f"record {i} " * 40}) for i in range(count)]
+    return gzip.compress("\n".join(lines).encode("utf-8"))
+
+
+@pytest.mark.parametrize(
+    "damage, error_text",
+    [
+        (lambda data: data[:300], "EOFError"),
+        (lambda data: b'{"text": "plain"}\n', "BadGzipFile"),
+        (lambda data: data[:10] + b"\xff" * 200 + data[210:], "error: Error -3"),
+    ],
+    ids=["truncated", "not-compressed", "corrupt-block"],
+)
+def test_damaged_gzip_jsonl_names_file(tmp_path, damage, error_text):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two", "three"])
+    (root / "records").mkdir()
+    (root / "records" / "good.jsonl.gz").write_bytes(gzip_jsonl_bytes(20))
+    (root / "records" / "broken.jsonl.gz").write_bytes(damage(gzip_jsonl_bytes(200)))
+
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    message = str(raised.value)
+    assert "broken.jsonl.gz is not a valid gzip file" in message
+    assert error_text in message
+    assert "gzip -t" in message
+
+
+def test_truncated_parquet_names_file(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    root = tmp_path / "domains"
+    (root / "tables").mkdir(parents=True)
+    table = pyarrow.table({"text": [f"row number {i} " * 30 for i in range(50)]})
+    parquet.write_table(table, root / "tables" / "whole.parquet")
+    whole = (root / "tables" / "whole.parquet").read_bytes()
+    (root / "tables" / "cut.parquet").write_bytes(whole[: len(whole) // 2])
+
+    with pytest.raises(DataError, match=r"cut.parquet is not a readable Parquet file .*Write"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_binary_txt_file_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two", "three"])
+    # A real executable: the Python interpreter running this test.
+    (root / "prose" / "program.txt").write_bytes(Path(sys.executable).resolve().read_bytes())
+
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    message = str(raised.value)
+    assert "program.txt is a binary file" in message
+    assert "NUL byte at offset" in message
+    assert "Remove it" in message
+
+
+def test_latin1_txt_file_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two", "three"])
+    (root / "prose" / "old.txt").write_bytes("first line\nCaf\u00e9 au lait".encode("latin-1"))
+
+    with pytest.raises(DataError) as raised:
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    message = str(raised.value)
+    assert "old.txt contains invalid UTF-8" in message
+    assert "byte 0xe9 at offset 14 (line 2)" in message
+    assert "iconv -f latin1 -t utf-8" in message
+
+
+def test_latin1_jsonl_line_raises(tmp_path):
+    root = tmp_path / "domains"
+    (root / "records").mkdir(parents=True)
+    lines = ['{"text": "fine"}', '{"text": "na\u00efve"}']
+    (root / "records" / "a.jsonl").write_bytes("\n".join(lines).encode("latin-1"))
+
+    with pytest.raises(DataError, match=r"a.jsonl, line 2: invalid UTF-8 \(byte 0xef"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_utf8_txt_keeps_non_ascii_text(tmp_path):
+    root = tmp_path / "domains"
+    texts = ["Caf\u00e9 na\u00efve", "\u65e5\u672c\u8a9e", "\u0440\u0443\u0441\u0441\u043a\u0438\u0439"]
+    write_txt_domain(root, "prose", texts)
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    decoded = sum((decoded_documents(corpus, "prose", s) for s in ("train", "val", "test")), [])
+    assert sorted(decoded) == sorted(texts)
+
+
 def test_custom_text_column_for_jsonl(tmp_path):
     root = tmp_path / "domains"
     (root / "records").mkdir(parents=True)
@@ -238,3 +415,22 @@ def test_prepare_warns_about_skewed_splits(tmp_path, caplog):
     assert len(warnings) == 1, warnings
     assert "domain 'pycode'" in warnings[0]
     assert "configured 0.900/0.050/0.050" in warnings[0]
+
+
+def test_reused_corpus_logs_skew_summary(tmp_path, caplog):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "pycode", ["a" * 23_000, "b" * 15_000, "c" * 4_500, "d" * 300])
+    write_txt_domain(root, "prose", [f"sentence number {i} of the prose. " * 20 for i in range(40)])
+    prepare_corpus(folder_config(root, tmp_path / "cache"))
+    caplog.clear()
+
+    with caplog.at_level("INFO", logger="mixbench.data"):
+        corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    assert corpus.reused
+    skew = [record for record in caplog.records if "far from the configured" in record.getMessage()]
+    assert len(skew) == 1
+    assert skew[0].levelname == "INFO"
+    assert "domain 'pycode'" in skew[0].getMessage()
+    assert "(warned in full when this corpus was prepared)" in skew[0].getMessage()
+    assert "largest document" not in skew[0].getMessage()

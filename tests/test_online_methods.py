@@ -95,6 +95,28 @@ def test_doremi_rejects_reference_on_other_data(tmp_path):
         execute_run(spec, setting, tmp_path, method=method, context=context, reference=(other_world, tmp_path))
 
 
+def test_doremi_reference_mixture_mapping():
+    setting = SimSetting(sim_config(**SMALL))
+    context = setting.context(0)
+    domains = context.domains
+    method = build_method(method_config("doremi", {"reference_mixture": {domains[0]: 0.25, domains[2]: 0.75}}))
+
+    [probe] = method.prerequisites(context)
+
+    assert probe.role == "reference"
+    assert probe.mixture.tolist() == [0.25, 0.0, 0.75]
+
+
+def test_doremi_reference_mixture_unknown_domain():
+    setting = SimSetting(sim_config(**SMALL))
+    context = setting.context(0)
+    typo = context.domains[1] + "x"
+    method = build_method(method_config("doremi", {"reference_mixture": {context.domains[0]: 0.5, typo: 0.5}}))
+
+    with pytest.raises(ConfigError, match=f"unknown domain\\(s\\) '{typo}' \\(did you mean '{context.domains[1]}'"):
+        method.check(context)
+
+
 def test_skill_it_rejects_graph_of_wrong_shape(tmp_path):
     setting = SimSetting(sim_config(**SMALL))
     method = build_method(method_config("skill_it", {"graph": [[1.0, 0.0], [0.0, 1.0]]}))

@@ -305,6 +305,42 @@ def test_setting_fingerprint_follows_the_data():
     assert setting_identity(SimSetting(dict(sim, steps=2000))) == first
 
 
+def test_benchmark_names_earlier_results_in_table(tmp_path, caplog):
+    common = [f"results_dir={tmp_path}", "experiment=sim", "experiment.seeds=[0]", "sim.steps=100", "sim.warmup_steps=10",
+              "sim.eval_every=50", "experiment.method_overrides={}"]  # fmt: skip
+    command("benchmark", [*common, "experiment.methods=[stratified,natural]", "sim.domains=3"])
+    caplog.clear()
+
+    with caplog.at_level("WARNING", logger="mixbench"):
+        rows = command("benchmark", [*common, "experiment.methods=[stratified,doremi]"])
+
+    label = next(row["setting"] for row in rows if row["method"] == "doremi" and row["status"] == "ok")
+    earlier = [row["setting"] for row in rows if row["method"] == "natural" and row["status"] == "ok"]
+    warnings = [record.getMessage() for record in caplog.records if "also lists earlier results" in record.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"(methods natural; settings {earlier[0]})" in warnings[0]
+    assert "with `missing` rows where a method has no result in a setting" in warnings[0]
+    suggested = f"'table.methods=[stratified,doremi]' 'table.settings=[{label}]'"
+    assert suggested in warnings[0]
+
+    # The suggested filters give a table of this command's methods and setting alone.
+    filtered = command("table", [f"results_dir={tmp_path}", "experiment.name=sim", "table.methods=[stratified,doremi]",
+                                 f"table.settings=[{label}]"])  # fmt: skip
+    assert sorted((row["method"], row["setting"], row["status"]) for row in filtered) == [
+        ("doremi", label, "ok"), ("stratified", label, "ok")]
+
+
+def test_benchmark_alone_in_folder_is_quiet(tmp_path, caplog):
+    overrides = [f"results_dir={tmp_path}", "experiment=sim", "experiment.seeds=[0]", "sim.steps=100", "sim.warmup_steps=10",
+                 "sim.eval_every=50", "experiment.methods=[stratified,natural]", "experiment.method_overrides={}"]  # fmt: skip
+
+    with caplog.at_level("WARNING", logger="mixbench"):
+        command("benchmark", overrides)
+        command("benchmark", overrides)
+
+    assert "also lists earlier results" not in caplog.text
+
+
 def test_simulator_benchmark_in_two_settings(tmp_path):
     overrides = [f"results_dir={tmp_path}", "experiment=sim", "experiment.methods=[stratified,natural]", "experiment.seeds=[0,1]",
                  "sim.steps=100", "sim.warmup_steps=10", "sim.eval_every=50", "experiment.method_overrides={}"]

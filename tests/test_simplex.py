@@ -10,6 +10,7 @@ from mixbench.simplex import (
     dirichlet_around,
     eg_step,
     epoch_caps,
+    mixture_from_setting,
     project,
     project_rows,
     regmix_prior,
@@ -256,3 +257,54 @@ def test_design_unknown_kind_suggests_name():
 def test_design_grid_names_setting():
     with pytest.raises(ConfigError, match="method.design=grid is only available .* use method.design=cover or method.design=dirichlet"):
         design(4, 10, "grid", 0, setting="method.design")
+
+
+DOMAINS = ("legal", "prose", "code")
+
+
+def test_mixture_mapping_fills_left_out_domains():
+    mixture = mixture_from_setting({"code": 0.25, "legal": 0.75}, DOMAINS, name="m")
+
+    assert mixture.tolist() == [0.75, 0.0, 0.25]
+
+
+def test_mixture_list_and_mapping_agree():
+    from_list = mixture_from_setting([0.5, 0.3, 0.2], DOMAINS, name="m")
+    from_mapping = mixture_from_setting({"prose": 0.3, "code": 0.2, "legal": 0.5}, DOMAINS, name="m")
+
+    assert from_list.tolist() == from_mapping.tolist()
+
+
+@pytest.mark.parametrize("weight", ["abc", ".nan", None, True, [0.5]])
+def test_mixture_mapping_rejects_non_number(weight):
+    with pytest.raises(MixtureError) as raised:
+        mixture_from_setting({"legal": weight, "prose": 1.0}, DOMAINS, name="fixed's mixture")
+
+    message = str(raised.value)
+    assert f"fixed's mixture gives domain 'legal' the weight {weight!r}" in message
+    assert "which is not a number" in message
+
+
+def test_mixture_mapping_nan_weight_is_named():
+    with pytest.raises(MixtureError, match="NaN or infinite weight for legal"):
+        mixture_from_setting({"legal": float("nan"), "prose": 1.0}, DOMAINS, name="m")
+
+
+def test_mixture_mapping_suggests_close_domain():
+    with pytest.raises(MixtureError) as raised:
+        mixture_from_setting({"legal": 0.5, "prse": 0.5}, DOMAINS, name="m")
+
+    message = str(raised.value)
+    assert "unknown domain(s) 'prse' (did you mean 'prose'?)" in message
+    assert "The domains are legal, prose, code." in message
+
+
+def test_mixture_list_rejects_boolean():
+    with pytest.raises(MixtureError, match="contains True, which is not a number"):
+        mixture_from_setting([True, 0, 0], DOMAINS, name="m")
+
+
+@pytest.mark.parametrize("value", ["0.5,0.5", 0.5])
+def test_mixture_rejects_scalar_and_string(value):
+    with pytest.raises(MixtureError, match="is not a list of numbers or a mapping"):
+        mixture_from_setting(value, DOMAINS, name="m")

@@ -33,6 +33,8 @@ class Corpus:
         self.dtype = np.dtype(tokenizer["dtype"])
         self._tokenizer = None
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        # Set by prepare_corpus when it returned a corpus prepared earlier, whose warnings were logged then.
+        self.reused = False
 
     @property
     def root(self) -> Path:

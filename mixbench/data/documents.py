@@ -145,12 +145,17 @@ def split_documents(
 
 
 def split_skew_warning(
-    domain: str, splits: dict[str, list[Document]], val_fraction: float, test_fraction: float
+    domain: str,
+    splits: dict[str, list[Document]],
+    val_fraction: float,
+    test_fraction: float,
+    explain: bool = True,
 ) -> str | None:
     """Return a warning if a split's share of the domain's bytes is far from its fraction.
 
     Returns None when every split is within SPLIT_SKEW_FACTOR of its configured fraction or
-    differs from it by at most SPLIT_SKEW_MIN_DIFFERENCE.
+    differs from it by at most SPLIT_SKEW_MIN_DIFFERENCE. With `explain=False` the warning is
+    its first sentence only, without the largest document and the fix.
     """
     configured = {
         "train": 1 - val_fraction - test_fraction,
@@ -166,12 +171,17 @@ def split_skew_warning(
         return None
 
     documents = [document for split in SPLITS for document in splits[split]]
+    summary = (
+        f"domain {domain!r}: the split of its {len(documents)} documents gave train/val/test "
+        f"{_format_shares(actual)} of its bytes, far from the configured "
+        f"{_format_shares(configured)}."
+    )
+    if not explain:
+        return summary
     largest = max(documents, key=lambda document: len(document.text.encode("utf-8")))
     largest_share = len(largest.text.encode("utf-8")) / total
     return (
-        f"domain {domain!r}: the split of its {len(documents)} documents gave train/val/test "
-        f"{_format_shares(actual)} of its bytes, far from the configured "
-        f"{_format_shares(configured)}. Its largest document, {largest.id!r}, contains "
+        f"{summary} Its largest document, {largest.id!r}, contains "
         f"{largest_share:.3f} of the domain's bytes, "
         "and each document goes whole into one split. Split large files into smaller documents, "
         f"or add documents to {domain!r}."

@@ -8,9 +8,11 @@ Supported files in a domain folder (searched recursively, hidden files skipped):
 
 import gzip
 import json
+import logging
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mixbench.data.config import DOMAIN_NAME_PATTERN, DataSettings
 from mixbench.data.documents import (
@@ -22,6 +24,8 @@ from mixbench.data.documents import (
     sort_for_cap,
 )
 from mixbench.errors import DataError, unknown_name_error
+
+logger = logging.getLogger("mixbench.data")
 
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
 _FORMATS_FIX = "Install the optional formats with `pip install mixbench[formats]`."
@@ -62,13 +66,21 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
     try:
         dataset = load_from_disk(str(settings.path))
     except FileNotFoundError as error:
+        # datasets 5.2 ends some of these messages with a period and others without.
+        reason = str(error).rstrip(".")
         raise DataError(
-            f"cannot load a dataset from data.path {settings.path}: {error}. Point it to a "
-            "directory written by `Dataset.save_to_disk`."
+            f"cannot load a dataset from data.path {settings.path}: {reason}. Point it to a "
+            "directory written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."
         ) from error
 
     if hasattr(dataset, "keys"):  # a DatasetDict: every split's rows are read
         parts = [(name, dataset[name]) for name in sorted(dataset)]
+        if len(parts) > 1:
+            logger.info(
+                "the dataset at %s has the splits %s; mixbench reads the rows of all of them and splits each "
+                "domain into train/val/test by document itself (data.val_fraction, data.test_fraction).",
+                settings.path, ", ".join(name for name, _ in parts),
+            )
     else:
         parts = [("", dataset)]
     by_domain: dict[str, list[Document]] = {}
@@ -79,15 +91,7 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
                     f"the dataset at {settings.path} has no column {column!r}; its columns are "
                     f"{part.column_names}. Set data.domain_column and data.text_column."
                 )
-        for row, (domain, text) in enumerate(_iter_rows(part, settings)):
-            location = f"row {row}" + (f" of split {part_name!r}" if part_name else "")
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{location} of {settings.path} has a {settings.text_column!r} value of type "
-                    f"{type(text).__name__}, expected a string."
-                )
-            doc_id = f"{part_name}:{row}" if part_name else str(row)
-            by_domain.setdefault(str(domain), []).append(Document(doc_id, normalize_text(text)))
+        _group_rows_by_domain(part_name, part, settings, by_domain)
 
     available = sorted(by_domain)
     domains = settings.domains or tuple(available)
@@ -103,6 +107,47 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
             domain, by_domain[domain], settings.max_bytes_per_domain, f"dataset {settings.path}"
         )
     return loaded
+
+
+def _group_rows_by_domain(
+    part_name: str, part, settings: DataSettings, by_domain: dict[str, list[Document]]
+) -> None:
+    """Append the rows of one dataset split to `by_domain`, keyed by their domain name.
+
+    A ClassLabel domain column gives its label names. Rows without a domain (null, or the
+    ClassLabel value -1 that marks a missing label) raise DataError, because no domain can be
+    chosen for them.
+    """
+    from datasets import ClassLabel
+
+    feature = part.features[settings.domain_column]
+    label_names = feature.names if isinstance(feature, ClassLabel) else None
+    split_note = f" of split {part_name!r}" if part_name else ""
+    unlabelled_rows = []
+    for row, (domain, text) in enumerate(_iter_rows(part, settings)):
+        if label_names is not None and domain is not None:
+            domain = label_names[domain] if 0 <= domain < len(label_names) else None
+        if domain is None:
+            unlabelled_rows.append(row)
+            continue
+        if not isinstance(text, str):
+            raise DataError(
+                f"row {row}{split_note} of {settings.path} has a {settings.text_column!r} value "
+                f"of type {type(text).__name__}, expected a string."
+            )
+        doc_id = f"{part_name}:{row}" if part_name else str(row)
+        by_domain.setdefault(str(domain), []).append(Document(doc_id, normalize_text(text)))
+
+    if unlabelled_rows:
+        listed_rows = ", ".join(str(row) for row in unlabelled_rows[:5])
+        more = f" and {len(unlabelled_rows) - 5} more" if len(unlabelled_rows) > 5 else ""
+        missing = "null or -1 (no class label)" if label_names is not None else "null"
+        raise DataError(
+            f"{len(unlabelled_rows)} row(s){split_note} of {settings.path} have no domain: column "
+            f"{settings.domain_column!r} is {missing} in rows {listed_rows}{more}. "
+            "Give every row a domain, or drop those rows (for example with "
+            "`dataset.filter(...)`) and save the dataset again."
+        )
 
 
 def _iter_rows(part, settings: DataSettings) -> Iterator[tuple[Any, Any]]:
@@ -155,7 +200,7 @@ def _read_domain_folder(folder: Path, text_column: str) -> list[Document]:
         relative = path.relative_to(folder).as_posix()
         name = path.name.lower()
         if name.endswith(".txt"):
-            text = path.read_bytes().decode("utf-8", errors="replace")
+            text = _decode_text_file(path)
             documents.append(Document(relative, normalize_text(text)))
         elif name.endswith((".jsonl", ".jsonl.gz")):
             documents.extend(_read_jsonl(path, relative, text_column))
@@ -169,29 +214,74 @@ def _read_domain_folder(folder: Path, text_column: str) -> list[Document]:
     return documents
 
 
+def _decode_text_file(path: Path) -> str:
+    """Return the text of a UTF-8 file, raising DataError for binary or otherwise encoded files."""
+    data = path.read_bytes()
+    # NUL is valid UTF-8 but rare in text files, while executables and images are full of it.
+    nul_offset = data.find(b"\0")
+    if nul_offset >= 0:
+        raise DataError(
+            f"{path} is a binary file (it contains a NUL byte at offset {nul_offset}), not UTF-8 "
+            "text. Remove it from the domain folder or rename it to start with '.' to skip it. "
+            "If it is UTF-16 text, convert it with `iconv -f utf-16 -t utf-8`."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"{path} contains invalid UTF-8: byte 0x{data[error.start]:02x} at offset {error.start} "
+            f"(line {line}) cannot be decoded. Convert the file to UTF-8, for example with "
+            "`iconv -f latin1 -t utf-8` for a Latin-1 file."
+        ) from None
+
+
 def _read_jsonl(path: Path, relative: str, text_column: str) -> Iterator[Document]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {line_number}: invalid JSON ({error}).") from None
-            if not isinstance(record, dict) or text_column not in record:
-                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise DataError(
-                    f"{path}, line {line_number}: expected a JSON object with a {text_column!r} "
-                    f"field, found {keys}. Add the field or set data.text_column."
-                )
-            text = record[text_column]
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{path}, line {line_number}: field {text_column!r} is a "
-                    f"{type(text).__name__}, expected a string."
-                )
-            yield Document(f"{relative}:{line_number}", normalize_text(text))
+    if not path.name.lower().endswith(".gz"):
+        with open(path, "rb") as file:
+            yield from _parse_jsonl(file, path, relative, text_column)
+        return
+    # gzip reads lazily, so a damaged archive fails on the first or the last lines read.
+    try:
+        with gzip.open(path, "rb") as file:
+            yield from _parse_jsonl(file, path, relative, text_column)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(
+            f"{path} is not a valid gzip file ({type(error).__name__}: {error}). Check it with "
+            "`gzip -t`: write a truncated file again, and rename an uncompressed JSON Lines file "
+            "to .jsonl."
+        ) from None
+
+
+def _parse_jsonl(file: BinaryIO, path: Path, relative: str, text_column: str) -> Iterator[Document]:
+    for line_number, raw_line in enumerate(file, start=1):
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path}, line {line_number}: invalid UTF-8 (byte 0x{raw_line[error.start]:02x} "
+                f"at column {error.start + 1}). JSON Lines files must be UTF-8: convert the file, "
+                "for example with `iconv -f latin1 -t utf-8` for a Latin-1 file."
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}, line {line_number}: invalid JSON ({error}).") from None
+        if not isinstance(record, dict) or text_column not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise DataError(
+                f"{path}, line {line_number}: expected a JSON object with a {text_column!r} "
+                f"field, found {keys}. Add the field or set data.text_column."
+            )
+        text = record[text_column]
+        if not isinstance(text, str):
+            raise DataError(
+                f"{path}, line {line_number}: field {text_column!r} is a "
+                f"{type(text).__name__}, expected a string."
+            )
+        yield Document(f"{relative}:{line_number}", normalize_text(text))
 
 
 def _read_parquet(path: Path, relative: str, text_column: str) -> Iterator[Document]:
@@ -199,13 +289,21 @@ def _read_parquet(path: Path, relative: str, text_column: str) -> Iterator[Docum
         import pyarrow.parquet as parquet
     except ImportError:
         raise DataError(f"reading {path} needs pyarrow. {_FORMATS_FIX}") from None
-    schema = parquet.read_schema(path)
-    if text_column not in schema.names:
+    import pyarrow
+
+    try:
+        schema = parquet.read_schema(path)
+        if text_column not in schema.names:
+            raise DataError(
+                f"{path} has no column {text_column!r}; its columns are {schema.names}. "
+                "Set data.text_column."
+            )
+        texts = parquet.read_table(path, columns=[text_column]).column(text_column).to_pylist()
+    except pyarrow.ArrowException as error:
         raise DataError(
-            f"{path} has no column {text_column!r}; its columns are {schema.names}. "
-            "Set data.text_column."
-        )
-    texts = parquet.read_table(path, columns=[text_column]).column(text_column).to_pylist()
+            f"{path} is not a readable Parquet file ({str(error).rstrip('.')}). Write the file "
+            "again if it is truncated, or remove it from the domain folder."
+        ) from None
     for row, text in enumerate(texts):
         if not isinstance(text, str):
             raise DataError(

@@ -35,6 +35,7 @@ from mixbench.data.tokenizer import (
     BpeTokenizer,
     ByteTokenizer,
     HfTokenizer,
+    bpe_sample_warning,
     equal_bytes_sample,
     token_dtype,
     train_bpe,
@@ -61,7 +62,6 @@ def prepare_corpus(cfg: Any) -> Corpus:
         )
         for domain, (documents, _) in loaded.items()
     }
-    _warn_skewed_splits(settings, splits)
     tokenizer = _resolve_tokenizer(settings, loaded, splits)
     fingerprint = corpus_fingerprint(settings, loaded, tokenizer.id)
 
@@ -69,7 +69,11 @@ def prepare_corpus(cfg: Any) -> Corpus:
     existing = _reuse_corpus(corpus_dir, fingerprint, tokenizer.id)
     if existing is not None:
         logger.info("reusing prepared corpus %s", corpus_dir)
+        # The full warnings were logged when the corpus was built, so later commands log a summary.
+        _log_skewed_splits(settings, splits, reused=True)
+        existing.reused = True
         return existing
+    _log_skewed_splits(settings, splits, reused=False)
     if corpus_dir.exists():
         # Published directories always contain metadata.json, so this one is a leftover.
         shutil.rmtree(corpus_dir)
@@ -111,13 +115,20 @@ def _split_settings(settings: DataSettings) -> dict[str, Any]:
     }
 
 
-def _warn_skewed_splits(settings: DataSettings, splits: dict) -> None:
-    """Log one warning per domain whose split sizes are far from the configured fractions."""
+def _log_skewed_splits(settings: DataSettings, splits: dict, reused: bool) -> None:
+    """Log one line per domain whose split sizes are far from the configured fractions.
+
+    A new corpus gets the full warning, and a reused one its first sentence at info level.
+    """
     for domain, domain_splits in splits.items():
         warning = split_skew_warning(
-            domain, domain_splits, settings.val_fraction, settings.test_fraction
+            domain, domain_splits, settings.val_fraction, settings.test_fraction, explain=not reused
         )
-        if warning is not None:
+        if warning is None:
+            continue
+        if reused:
+            logger.info("%s (warned in full when this corpus was prepared)", warning)
+        else:
             logger.warning("%s", warning)
 
 
@@ -154,6 +165,9 @@ def _resolve_tokenizer(settings: DataSettings, loaded: dict, splits: dict):
 
     started = time.perf_counter()
     train = {domain: domain_splits["train"] for domain, domain_splits in splits.items()}
+    warning = bpe_sample_warning(train, settings.tokenizer.sample_bytes_per_domain)
+    if warning is not None:
+        logger.warning("%s", warning)
     sample = equal_bytes_sample(train, settings.tokenizer.sample_bytes_per_domain)
     tokenizer = train_bpe(sample, settings.tokenizer.vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)

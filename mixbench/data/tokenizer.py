@@ -17,6 +17,9 @@ from mixbench.data.documents import Document
 from mixbench.errors import ConfigError, DataError
 
 DOCUMENT_SEPARATOR = "\n\n"
+# Domains of ordinary, uneven sizes cut the BPE sample by a small factor, which matters little. A
+# domain that cuts it by this factor or more leaves the tokenizer with much less text than configured.
+BPE_SAMPLE_SHORTFALL = 10
 # Files that define a Hugging Face tokenizer; weights and model configs are not part of it.
 HF_TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -144,6 +147,31 @@ def equal_bytes_sample(
             taken_bytes += len(data)
         sample[domain] = texts
     return sample
+
+
+def bpe_sample_warning(train_documents: dict[str, list[Document]], bytes_per_domain: int) -> str | None:
+    """Return a warning when the smallest domain cuts the BPE sample of every domain to a small share.
+
+    `equal_bytes_sample` takes at most the smallest train split's bytes from each domain. This
+    warns when that is less than 1/BPE_SAMPLE_SHORTFALL of what the other domains could give,
+    which is `bytes_per_domain` or the largest train split, whichever is smaller.
+    """
+    sizes = {
+        domain: sum(len(d.text.encode("utf-8")) for d in documents)
+        for domain, documents in train_documents.items()
+    }
+    smallest = min(sizes, key=lambda domain: (sizes[domain], domain))
+    budget = min(bytes_per_domain, sizes[smallest])
+    available_bytes = min(bytes_per_domain, max(sizes.values()))
+    if budget * BPE_SAMPLE_SHORTFALL >= available_bytes:
+        return None
+    return (
+        f"the BPE tokenizer trains on {budget} bytes per domain, not "
+        f"data.tokenizer.sample_bytes_per_domain={bytes_per_domain}, because every domain gives the "
+        f"same number of bytes and the train split of domain {smallest!r} has only "
+        f"{sizes[smallest]} bytes. A tokenizer trained on so little text may split words poorly: "
+        f"add text to {smallest!r}, or leave it out of data.domains."
+    )
 
 
 class HfTokenizer:

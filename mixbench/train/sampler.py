@@ -61,6 +61,12 @@ class MixtureSampler:
         self.rng.bit_generator.state = state["rng"]
 
 
+def evaluation_window_count(num_tokens: int, context: int, max_tokens: int) -> int:
+    """Return the number of windows `evaluation_windows` takes from a split of `num_tokens` tokens."""
+    available = (num_tokens - 1) // context
+    return max(1, min(available, max_tokens // context))
+
+
 def evaluation_windows(array: np.ndarray, context: int, max_tokens: int) -> np.ndarray:
     """Return non-overlapping (k, context + 1) windows evenly spread over `array`.
 
@@ -68,7 +74,6 @@ def evaluation_windows(array: np.ndarray, context: int, max_tokens: int) -> np.n
     is bounded however large the split is.
     """
     window = context + 1
-    available = (len(array) - 1) // context
-    wanted = max(1, min(available, max_tokens // context))
+    wanted = evaluation_window_count(len(array), context, max_tokens)
     starts = np.linspace(0, len(array) - window, num=wanted).astype(np.int64)
     return np.stack([np.asarray(array[start : start + window], dtype=np.int64) for start in starts])
