@@ -258,10 +258,11 @@ def run(cfg):
     kind = _experiment_kind(cfg.experiment)
     directory = Path(cfg.results_dir) / cfg.experiment.name
     _check_same_kind(directory, kind)
+    seed = check_seed(cfg.seed)
     setting = build_setting(cfg)
-    method.check(setting.context(int(cfg.seed)))
+    method.check(setting.context(seed))
 
-    result = run_method(config, setting, store, int(cfg.seed))
+    result = run_method(config, setting, store, seed)
     if not setting.is_main_process():
         return result
     saved = save_method_result(result, directory)
@@ -294,7 +295,11 @@ def benchmark_methods(experiment) -> list[str]:
     """Resolve the experiment's method list: a list of names, or "all" registered methods."""
     requested = experiment.methods
     overrides = _plain(experiment.get("method_overrides") or {})
-    exclude = set(experiment.get("exclude") or [])
+    excluded = experiment.get("exclude") or []
+    if isinstance(excluded, str):
+        # A plain string would be read one letter at a time.
+        raise ConfigError(f"experiment.exclude={excluded!r} is invalid; give a list of method names, like [{excluded}].")
+    exclude = set(excluded)
     # A misspelt name in either would otherwise be ignored without a word.
     known = available_methods()
     for field, listed in (("experiment.exclude", sorted(exclude)), ("experiment.method_overrides", sorted(overrides))):
@@ -310,7 +315,57 @@ def benchmark_methods(experiment) -> list[str]:
         for name in names:
             get_method_class(name)
         _check_unique("experiment.methods", names)
+        unused = sorted(_overridden_on_command_line(overrides) - set(names))
+        if unused:
+            log.warning(
+                "experiment.method_overrides sets %s, which experiment.methods=[%s] does not list, so those settings are "
+                "unused; add the method to experiment.methods or drop its override.",
+                ", ".join(unused), ",".join(names),
+            )
     return [name for name in names if name not in exclude]
+
+
+def _overridden_on_command_line(overrides: dict) -> set[str]:
+    """Return the methods of `overrides` that the command's own overrides set (not the experiment's config file).
+
+    An experiment file sets overrides for methods that a shorter methods list may leave out, which
+    needs no word; an override the user typed for a method not listed is a likely mistake.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    typed = set()
+    for item in HydraConfig.get().overrides.task:
+        key = item.lstrip("+").split("=", 1)[0]
+        if key == "experiment.method_overrides":
+            typed |= set(overrides)
+        elif key.startswith("experiment.method_overrides."):
+            typed.add(key.split(".")[2])
+    return typed & set(overrides)
+
+
+def seed_list(value, key: str = "experiment.seeds") -> list[int]:
+    """Return a list setting of seeds, each a whole number >= 0, or raise ConfigError naming `key`."""
+    if isinstance(value, (str, int, float)) or value is None:
+        raise ConfigError(f"{key}={value!r} is invalid; give a list of whole numbers >= 0, like [0,1,2].")
+    seeds = list(value)
+    for seed in seeds:
+        if not _is_seed(seed):
+            raise ConfigError(f"{key}={seeds} lists {seed!r}; seeds are whole numbers >= 0.")
+    return seeds
+
+
+def check_seed(seed, key: str = "seed") -> int:
+    """Return `seed` if it is a whole number >= 0, or raise ConfigError naming `key`."""
+    if not _is_seed(seed):
+        raise ConfigError(f"{key}={seed!r} is invalid; a seed is a whole number >= 0.")
+    return seed
+
+
+def _is_seed(value) -> bool:
+    # numpy's generators reject negative seeds, and a fraction would be cut to a whole number silently.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_unique(field: str, values: list) -> None:
@@ -392,7 +447,7 @@ def benchmark(cfg):
     store = RunStore(cfg.results_dir)
     overrides = _plain(experiment.get("method_overrides") or {})
     names = benchmark_methods(experiment)
-    seeds = [int(seed) for seed in experiment.seeds]
+    seeds = seed_list(experiment.seeds)
     _check_unique("experiment.seeds", seeds)
     if not names or not seeds:
         raise ConfigError(f"experiment {experiment.name!r} has no methods or no seeds; set experiment.methods and experiment.seeds.")

@@ -341,6 +341,21 @@ def test_benchmark_alone_in_folder_is_quiet(tmp_path, caplog):
     assert "also lists earlier results" not in caplog.text
 
 
+def test_override_of_an_unlisted_method_is_named(tmp_path, caplog):
+    from mixbench import api
+
+    overrides = [f"results_dir={tmp_path}", "experiment=sim", "experiment.seeds=[0]", "sim.steps=100", "sim.warmup_steps=10",
+                 "experiment.methods=[stratified]"]  # fmt: skip
+    # The experiment file's own overrides (dml, regmix, ...) are for methods a shorter list may leave out.
+    with caplog.at_level("WARNING", logger="mixbench"):
+        api.benchmark(overrides=overrides)
+    assert "unused" not in caplog.text
+    with caplog.at_level("WARNING", logger="mixbench"):
+        api.benchmark(overrides=[*overrides, "+experiment.method_overrides.aioli={eta: 0.5}"])
+    assert ("experiment.method_overrides sets aioli, which experiment.methods=[stratified] does not list, so those "
+            "settings are unused") in caplog.text
+
+
 def test_simulator_benchmark_in_two_settings(tmp_path):
     overrides = [f"results_dir={tmp_path}", "experiment=sim", "experiment.methods=[stratified,natural]", "experiment.seeds=[0,1]",
                  "sim.steps=100", "sim.warmup_steps=10", "sim.eval_every=50", "experiment.method_overrides={}"]
