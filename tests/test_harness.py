@@ -229,3 +229,16 @@ def test_reference_and_gradients_together_rejected(small_corpus):
     with pytest.raises(ConfigError, match="both reference_loss and domain_gradients"):
         backend.train(1, np.full(3, 1 / 3), hook=RecordingHook({"reference_loss", "domain_gradients"}))
     assert backend.step == 0
+
+
+def test_large_model_on_cpu_warns_once(caplog):
+    from mixbench.train import harness
+
+    harness._warned_sizes.clear()
+    with caplog.at_level("WARNING", logger=harness.log.name):
+        harness._warn_large_model_on_cpu(1_000_000, "cpu")
+        harness._warn_large_model_on_cpu(85_000_000, "cuda")
+        assert caplog.text == ""
+        harness._warn_large_model_on_cpu(85_000_000, "cpu")
+        harness._warn_large_model_on_cpu(85_000_000, "cpu")
+    assert caplog.text.count("the model has 85.0M non-embedding parameters and trains on the CPU") == 1

@@ -96,6 +96,7 @@ class HarnessBackend:
             self.batch_size,
             self.context,
         )
+        _warn_large_model_on_cpu(self.parameters["non_embedding"], self.accelerator.device)
 
     def _check_settings(self) -> None:
         if self.normalization not in LOSS_NORMALIZATIONS:
@@ -398,3 +399,21 @@ class HarnessBackend:
 
     def restore(self, snapshot: dict) -> None:
         self.load_state_dict(copy.deepcopy(snapshot))
+
+
+# Non-embedding parameters above which a model is meant for a GPU; model=small (about 10M) still
+# trains at a few thousand tokens per second on a 2-core CPU.
+CPU_MODEL_LIMIT = 50_000_000
+_warned_sizes: set[int] = set()
+
+
+def _warn_large_model_on_cpu(non_embedding: int, device) -> None:
+    """Warn once per model size when a model meant for a GPU is trained on the CPU."""
+    if torch.device(device).type != "cpu" or non_embedding <= CPU_MODEL_LIMIT or non_embedding in _warned_sizes:
+        return
+    _warned_sizes.add(non_embedding)
+    log.warning(
+        "the model has %.1fM non-embedding parameters and trains on the CPU, where each step can take minutes; models "
+        "above %dM are meant for a GPU. On a CPU, use model=tiny (the default) or model=small.",
+        non_embedding / 1e6, CPU_MODEL_LIMIT // 1_000_000,
+    )
