@@ -108,7 +108,7 @@ CASES = {
     "jsonl-field": (["prepare", "data.path={root}/jsonl_domains"], "text"),
     "tiny-domain": (["run", "data.path={root}/tiny_domains"], "small"),
     "table-unknown": (["table", "experiment.name=missing"], "no method results"),
-    "laws-rows": (["laws", "train.mixtures={root}/mixtures.csv", "train.losses={root}/losses.csv"], "indices 3 are in mixtures.csv but missing from losses.csv"),
+    "laws-rows": (["laws", "train.mixtures={root}/mixtures.csv", "train.losses={root}/losses.csv"], "index 3 is in mixtures.csv but missing from losses.csv"),
     "benchmark-exclude-typo": (["benchmark", "experiment.methods=[stratified,natural]", "experiment.exclude=[natral]"],
                                "unknown method 'natral'. Did you mean 'natural'"),
     "benchmark-override-typo": (["benchmark", "experiment.methods=[stratified]", "+experiment.method_overrides.doremmi={eta: 0.5}"],
