@@ -156,7 +156,7 @@ def test_sweep_bad_value_stops_before_training(tmp_path):
     # The simulator's training settings, and the benchmark's members.
     result = mixbench("benchmark", "-m", "experiment=sim", "sim.sampling=largest_remainder,bogus", cwd=tmp_path)
     assert result.returncode == 2
-    assert "sweep member 1 (experiment=sim sim.sampling=bogus): unknown sampling 'bogus'" in result.stderr
+    assert "sweep member 1 (experiment=sim sim.sampling=bogus): sim.sampling='bogus' is invalid" in result.stderr
     assert not (tmp_path / "results").exists()
 
 
