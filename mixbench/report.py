@@ -457,6 +457,8 @@ class Table:
     win_loss: list[dict]
     settings: list[str]
     filters: Filters = field(default_factory=Filters)
+    # Per setting label, the flat data settings of one of its final runs (see `setting_data`).
+    setting_data: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, expected: dict | None = None,
@@ -485,7 +487,56 @@ def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, 
         row_names = [name for name in listed if (name not in variant_rows or name in members) and (name not in skipped or name in members)]
         rows += _setting_rows(label, members, row_names, seeds, kind, store)
         rows += [_skipped_row(method, label, kind) for method in listed if method in skipped and method not in members]
-    return Table(kind, rows, win_loss(rows, listed), sorted(by_setting), filters)
+    return Table(kind, rows, win_loss(rows, listed), sorted(by_setting), filters, setting_data(selected, store))
+
+
+def setting_data(results: list[dict], store: RunStore) -> dict[str, dict[str, Any]]:
+    """Return, per setting label, the data settings of the first final run found, flattened to dotted keys.
+
+    A setting label is a name and a fingerprint; these values are what the fingerprint hashes, so
+    a table of several settings can list what tells them apart.
+    """
+    data: dict[str, dict[str, Any]] = {}
+    for result in results:
+        label = setting_label(result.get("setting"))
+        record = None if label in data or not result.get("final_run") else store.record(result["final_run"])
+        spec = (record or {}).get("spec")
+        if not spec:
+            continue
+        flat: dict[str, Any] = {}
+        _flatten("", spec.get("data") or {}, flat)
+        if "simulator.world_seed" in flat:
+            # Seed k simulates world world_seed + k; the setting is the world of seed 0.
+            flat["simulator.world_seed"] -= int(spec.get("seed", 0))
+        data[label] = flat
+    return data
+
+
+def _flatten(prefix: str, value: Any, flat: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, flat)
+    else:
+        flat[prefix] = value
+
+
+def settings_markdown(data: dict[str, dict[str, Any]]) -> list[str]:
+    """Return the lines that list, for a table of several settings, the data settings that tell them apart."""
+    if len(data) < 2:
+        return []
+    encoded = {label: {key: json.dumps(value, sort_keys=True) for key, value in flat.items()} for label, flat in data.items()}
+    keys = sorted(key for key in set().union(*encoded.values()) if len({values.get(key) for values in encoded.values()}) > 1)
+    lines = ["## Settings", "", "The data settings that differ between the settings of this table, from a final run of each:", ""]
+    for label in sorted(data):
+        differing = ", ".join(f"{key}={_shortened(data[label].get(key), 16 if key.endswith('fingerprint') else 60)}" for key in keys)
+        lines.append(f"- `{label}`: {differing}")
+    return [*lines, ""]
+
+
+def _shortened(value: Any, limit: int = 60) -> str:
+    """Return a value as one short line: lists joined by commas, long text cut with an ellipsis."""
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _setting_rows(label: str, members: dict[str, list[dict]], listed: list[str], seeds: list[int], kind: TableKind,
@@ -777,6 +828,7 @@ def legend(table: Table) -> list[str]:
 def render_markdown(table: Table, title: str) -> str:
     """Render the whole `table.md`: title, legend, the main table and the win/loss summary."""
     parts = [f"# {title}", "", *legend(table), "", to_markdown(table.rows, table.kind.headline).rstrip("\n"), ""]
+    parts += settings_markdown(table.setting_data)
     parts += ["## Wins and losses against stratified", ""]
     parts += ["Per method, the number of settings in which its mean over paired seeds is below stratified's (wins), "
               "above it (losses) or equal (ties); significant ones have a 95% interval that excludes zero.", ""]
