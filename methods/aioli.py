@@ -102,8 +102,9 @@ class Aioli(OnlineMethod):
             )
         if s["update_steps"] >= context.total_steps:
             raise ConfigError(
-                f"aioli update_steps={s['update_steps']} is not below train.steps={context.total_steps}, so the run has "
-                f"one round and aioli would update its mixture at most once. Set method.update_steps below train.steps "
+                f"aioli update_steps={s['update_steps']} is not below {context.steps_setting}={context.total_steps}, so the "
+                f"run has one round and aioli would update its mixture at most once. Set method.update_steps below "
+                f"{context.steps_setting} "
                 f"(the default experiment uses 50 for 300 steps), with lp_rounds and lp_steps small enough for the round."
             )
         if not 1.0 / m < s["one_hot_weight"] <= 1.0:

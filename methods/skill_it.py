@@ -79,11 +79,13 @@ class SkillIt(OnlineMethod):
         if self.update_steps is not None and not (isinstance(self.update_steps, int) and self.update_steps >= 1):
             raise ConfigError(f"skill_it update_steps={self.update_steps!r} is invalid; use a positive whole number or null.")
         update_steps = self.interval(context.m)
+        setting_text = (f"update_steps={self.update_steps}" if self.update_steps is not None
+                 else f"update_steps=null: the published interval for {context.m} domains")
         if update_steps >= context.total_steps:
             raise ConfigError(
-                f"skill_it updates every {update_steps} steps (update_steps={self.update_steps!r}), which is not below "
-                f"train.steps={context.total_steps}, so it would choose one mixture at step 0 and never update it. Set "
-                f"method.update_steps below train.steps (the default experiment uses 50 for 300 steps)."
+                f"skill_it updates every {update_steps} steps ({setting_text}), which is not below {context.steps_setting}="
+                f"{context.total_steps}, so it would choose one mixture at step 0 and never update it. Set "
+                f"method.update_steps below {context.steps_setting} (the default experiment uses 50 for 300 steps)."
             )
 
     def interval(self, m: int) -> int:

@@ -30,6 +30,8 @@ class MethodContext:
     """The facts a method may use about the setting before it trains anything.
 
     `train_tokens` is the number of training tokens per domain, in the order of `domains`.
+    `steps_setting` is the setting that sets `total_steps`, for messages: train.steps, or
+    sim.steps on the simulator.
     """
 
     domains: tuple[str, ...]
@@ -38,6 +40,7 @@ class MethodContext:
     total_steps: int
     tokens_per_step: int
     seed: int = 0
+    steps_setting: str = "train.steps"
 
     @property
     def m(self) -> int:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from mixbench.commands import method_config
 from mixbench.engine import execute_run, run_method
 from mixbench.errors import ConfigError
-from mixbench.method import build_method
+from mixbench.method import MethodContext, build_method
 from mixbench.runs import RunStore
 from mixbench.sim.backend import SimBackend
 from mixbench.sim.setting import SimSetting, method_a_sim
@@ -174,8 +174,14 @@ def test_round_as_long_as_run_rejected(name):
     # 300 steps against the published 250-step Aioli round would still fit; 200 steps would not.
     context = SimSetting(sim_config(**(SMALL | {"steps": 200}))).context(0)
     overrides = {"update_steps": 200} if name == "aioli" else {}
-    with pytest.raises(ConfigError, match=r"update_steps.*Set method.update_steps below train.steps"):
+    # On the simulator the run's length is sim.steps, and the message names that setting.
+    with pytest.raises(ConfigError, match=r"not below sim.steps=200.*Set method.update_steps below sim.steps") as error:
         build_method(method_config(name, overrides)).check(context)
+    if name == "skill_it":
+        assert "updates every 500 steps (update_steps=null: the published interval for 3 domains)" in str(error.value)
+    corpus = MethodContext(context.domains, context.eval_sets, context.train_tokens, 200, context.tokens_per_step)
+    with pytest.raises(ConfigError, match=r"Set method.update_steps below train.steps"):
+        build_method(method_config(name, overrides)).check(corpus)
 
 
 def test_aioli_prior_leaving_no_exploration_rejected():

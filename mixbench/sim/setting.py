@@ -102,6 +102,7 @@ class SimSetting:
             total_steps=int(self.config["steps"]),
             tokens_per_step=int(self.config["tokens_per_step"]),
             seed=seed,
+            steps_setting="sim.steps",
         )
 
     def spec(self, seed: int, *, mixture=None, method=None, probe: Probe | None = None, role: str = "final") -> RunSpec:
