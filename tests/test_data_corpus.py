@@ -443,6 +443,19 @@ def test_source_settings_at_defaults_are_accepted(tmp_path):
     assert (hf_disk.domain_column, hf_disk.text_column) == ("lang", "body")
 
 
+def test_own_source_on_default_config_is_explained(tmp_path):
+    hydra = pytest.importorskip("hydra")
+
+    with hydra.initialize_config_dir(config_dir=str(CONF_DATA), version_base="1.3"):
+        default = hydra.compose(config_name="default", overrides=["source=hf_disk", f"path={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"data.source=hf_disk is set on the default data config, which keeps the "
+                                          r"built-in domain list \(python, cpp,.*Use data=hf_disk data.path=PATH"):
+        parse_settings(default)
+    # Listing the domains to read is accepted.
+    chosen = parse_settings({"source": "hf_disk", "path": str(tmp_path), "domains": ["en", "de"]})
+    assert chosen.domains == ("en", "de")
+
+
 def test_config_files_compose(tmp_path):
     hydra = pytest.importorskip("hydra")
     from omegaconf import OmegaConf

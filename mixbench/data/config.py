@@ -121,6 +121,15 @@ def parse_settings(cfg: Any) -> DataSettings:
             "train on: keep their sum below 1 (the defaults are 0.05 each)."
         )
 
+    if source != "builtin" and values["name"] == "default" and _listed(values["domains"]) == DEFAULT_DOMAINS:
+        # data=default lists the built-in domains, which a folder or dataset of one's own rarely has.
+        config = "data=folders" if source == "folders" else "data=hf_disk"
+        raise ConfigError(
+            f"data.source={source} is set on the default data config, which keeps the built-in domain list "
+            f"({', '.join(DEFAULT_DOMAINS)}). Use {config} data.path=PATH, which reads every domain found there, or "
+            f"list the domains to read with data.domains=[...]."
+        )
+
     settings = DataSettings(
         name=str(values["name"]),
         source=source,
@@ -151,6 +160,15 @@ def _check_source_specific_settings(values: dict[str, Any], source: str) -> None
             f"data.{key}={value} is set, but data.source={source} ignores it because "
             f"{_SOURCE_INPUTS[source]}. Use {choices}, or remove data.{key}."
         )
+
+
+def _listed(domains: Any) -> tuple[str, ...] | None:
+    """Return a domains setting (a list, or one comma-separated string) as a tuple of names; None stays None."""
+    if domains is None:
+        return None
+    if isinstance(domains, str):
+        return tuple(part.strip() for part in domains.split(",") if part.strip())
+    return tuple(str(domain) for domain in domains)
 
 
 def _parse_domains(domains: Any, source: str) -> tuple[str, ...] | None:
