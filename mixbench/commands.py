@@ -328,8 +328,8 @@ def benchmark_methods(experiment) -> list[str]:
 def _overridden_on_command_line(overrides: dict) -> set[str]:
     """Return the methods of `overrides` that the command's own overrides set (not the experiment's config file).
 
-    An experiment file sets overrides for methods that a shorter methods list may leave out, which
-    needs no word; an override the user typed for a method not listed is a likely mistake.
+    An experiment file may set overrides for methods that a shorter methods list leaves out, and
+    that is fine. An override the user typed for a method not listed is a likely mistake.
     """
     from hydra.core.hydra_config import HydraConfig
 

@@ -493,8 +493,8 @@ def build_table(results: list[dict], store: RunStore, kind: TableKind = CORPUS, 
 def setting_data(results: list[dict], store: RunStore) -> dict[str, dict[str, Any]]:
     """Return, per setting label, the data settings of the first final run found, flattened to dotted keys.
 
-    A setting label is a name and a fingerprint; these values are what the fingerprint hashes, so
-    a table of several settings can list what tells them apart.
+    A setting label is a name and a fingerprint. These values are what the fingerprint hashes, so
+    a table of several settings can list what distinguishes them.
     """
     data: dict[str, dict[str, Any]] = {}
     for result in results:
@@ -521,7 +521,7 @@ def _flatten(prefix: str, value: Any, flat: dict[str, Any]) -> None:
 
 
 def settings_markdown(data: dict[str, dict[str, Any]]) -> list[str]:
-    """Return the lines that list, for a table of several settings, the data settings that tell them apart."""
+    """Return the lines that list, for a table of several settings, the data settings that distinguish them."""
     if len(data) < 2:
         return []
     encoded = {label: {key: json.dumps(value, sort_keys=True) for key, value in flat.items()} for label, flat in data.items()}

@@ -353,5 +353,5 @@ def test_read_zero_row_is_not_sent_to_renormalize(tmp_path):
     mixtures, losses = write_table(tmp_path, P, 0.5 + P @ W.T)
     with pytest.raises(DataError, match="has 1 row that does not sum to 1") as error:
         read_run_table(mixtures, losses)
-    assert "the row at index 2 has all weights 0, which is no mixture: drop those runs" in str(error.value)
+    assert "the row at index 2 has all weights 0, which is not a mixture: drop those runs" in str(error.value)
     assert "renormalize" not in str(error.value)

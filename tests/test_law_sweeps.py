@@ -192,7 +192,7 @@ def test_noise_free_sim_true_law(tmp_path):
     assert np.shape(fitted["true_A"]) == (4, 4)
 
 
-def test_dynamic_fit_on_as_many_children_as_domains_is_flagged(tmp_path):
+def test_dynamic_exact_fit_flagged(tmp_path):
     # 6 children hold out 2 and fit on 4, one per parameter of each target's row of A.
     rows, _ = branch_sweep(SimSetting(dict(SIM)), branch_options(branch_step=200, window=5, children=6), tmp_path)
     assert {row["status"] for row in rows} == {

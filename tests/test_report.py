@@ -371,7 +371,7 @@ def test_simulator_benchmark_in_two_settings(tmp_path):
     summary = (tmp_path / "sim" / "table.md").read_text().split("## Wins and losses against stratified")[1]
     wins = sum(row["vs_stratified"] == "win" for row in natural)
     assert f"| natural | 2 | {wins} | {2 - wins} | 0 |" in summary
-    # The table lists what tells the two settings apart; the world seed, offset by each seed, is not listed.
+    # The table lists what distinguishes the two settings. The world seed, offset by each seed, is not listed.
     listing = (tmp_path / "sim" / "table.md").read_text().split("## Settings")[1].split("## Wins")[0]
     described = dict(line[2:].split(": ", 1) for line in listing.splitlines() if line.startswith("- "))
     assert sorted(described) == [f"`{label}`" for label in settings]

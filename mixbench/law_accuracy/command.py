@@ -172,7 +172,7 @@ def _cv_folds(value: Any, table: RunTable, has_tests: bool) -> int:
                 f"{table.name} has 1 run, too few to cross-validate on, and no test set is given; add runs, or give "
                 f"held-out runs with test.mixtures=[PATH] test.losses=[PATH]."
             )
-        # With fewer runs than the default folds, leave-one-out; the laws then say whether the runs suffice.
+        # With fewer runs than the default folds, use leave-one-out, so that each law's own run count decides.
         return min(DEFAULT_CV_FOLDS, len(table))
     if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= len(table):
         use = "0 or null for none, or" if has_tests else "with no test set the laws are cross-validated, which needs"

@@ -30,7 +30,7 @@ LOSS_SPLITS = ("val", "test")
 def sweep_settings(options, spec) -> dict[str, Any]:
     """Return the settings a sweep's report depends on, flat: its experiment options and its runs' data, model and training.
 
-    `spec` is any run of the sweep; its mixture and role are left out, and so are the training
+    `spec` is any run of the sweep. Its mixture and role are left out, and so are the training
     settings that change no loss (threads, trackers, checkpoint and validation intervals).
     """
     from dataclasses import asdict

@@ -135,8 +135,8 @@ def read_run_table(
     names or values above 1, while every loss row sums to 1. `settings` names the arguments or
     config keys that gave the two paths, so that messages name the ones to change. `name`
     defaults to the mixture file's name. `domains`, when given (a training table's), are the
-    domain columns the mixture file must have; a missing or extra column is named before the
-    rows are checked, since a missing column also leaves rows that do not sum to 1.
+    domain columns the mixture file must have. A missing or extra column is named before the
+    rows are checked, because a missing column also leaves rows that do not sum to 1.
     """
     mixtures_csv, losses_csv = Path(mixtures_csv), Path(losses_csv)
     columns, mixture_rows, P = _read_csv(mixtures_csv, "mixture")
@@ -227,7 +227,7 @@ def _check_weights(P: np.ndarray, index: tuple, path: Path, renormalize: bool, c
         # A row of zeros has no sum to divide by, so renormalize=True would fail on it.
         if empty:
             rows_text = f"the row at index {empty[0]!r} has" if len(empty) == 1 else f"the rows at indices {_describe(empty)} have"
-            raise DataError(f"{problem}; {rows_text} all weights 0, which is no mixture: drop those runs.")
+            raise DataError(f"{problem}; {rows_text} all weights 0, which is not a mixture: drop those runs.")
         named = _loss_columns(columns)
         # Dividing losses by their sum gives no mixtures, so the renormalize advice would mislead here.
         if named:

@@ -38,7 +38,7 @@ def leave_process_group(finished: bool = True) -> None:
 
     A rank that exits with its gloo group alive can abort in the group's destructor. After a
     finished command the ranks first meet at a barrier, so that none tears the group down while
-    another still uses it; after an error they do not wait, since the other ranks may never arrive.
+    another still uses it. After an error they do not wait, because the other ranks may never arrive.
     """
     import torch.distributed as dist
 

@@ -74,6 +74,6 @@ def evaluation_windows(array: np.ndarray, context: int, max_tokens: int) -> np.n
     is bounded however large the split is.
     """
     window = context + 1
-    wanted = evaluation_window_count(len(array), context, max_tokens)
-    starts = np.linspace(0, len(array) - window, num=wanted).astype(np.int64)
+    count = evaluation_window_count(len(array), context, max_tokens)
+    starts = np.linspace(0, len(array) - window, num=count).astype(np.int64)
     return np.stack([np.asarray(array[start : start + window], dtype=np.int64) for start in starts])
