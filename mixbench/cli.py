@@ -268,8 +268,12 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
                 lines += _merge_hint(item, node[leaf])
             continue
         names = [str(name) for name in node.keys()]
-        # A top-level key may also be a misspelt config group, so group names are candidates too.
-        candidates = names if parent else sorted(set(names) | set(config_groups(overrides)))
+        if not parent and command == "benchmark" and difflib.get_close_matches(leaf, ["method"], n=1, cutoff=0.6):
+            lines.append(f"{leaf} is not a setting of mixbench benchmark. If you meant method: "
+                         + _benchmark_method_line("method", item.partition("=")[2], cfg, overrides))
+            continue
+        # A top-level key may also be a misspelt config group that the command composes, so those are candidates too.
+        candidates = names if parent else sorted(set(names) | (set(config_groups(overrides)) & set(command_groups)))
         close = difflib.get_close_matches(leaf, candidates, n=3, cutoff=0.6)
         if "method_overrides" in parent.split("."):
             # Per-method overrides are free-form: a new method or setting is added with a leading +.

@@ -443,7 +443,9 @@ SIM = TableKind(
     unmeasured=("total_flops", "wall_time_s"),
     columns_text=("`regret` is the gap between the method's final true loss and that of the best static mixture for "
                   "the run, over the same gap for stratified: 0 is the best static mixture, 1 no better than "
-                  "stratified. `a_sim` is the agreement of an online method's A estimates with the simulator's true A "
+                  "stratified. It is a ratio per seed, averaged over seeds, so seeds where stratified is already near "
+                  "the best static mixture weigh more: it can exceed 1 while `delta_vs_stratified` is below 0. "
+                  "`a_sim` is the agreement of an online method's A estimates with the simulator's true A "
                   "(the mean of the cosine similarity and the Spearman correlation of their column sums)."),
 )
 

@@ -199,9 +199,18 @@ def test_unknown_top_level_key_gets_a_suggestion(tmp_path):
     result = mixbench("run", "-m", "sede=0,1", "experiment=sim", cwd=tmp_path)
     assert result.returncode == 2
     assert expected in result.stderr
-    # Config group names are candidates too, also where the command's config has no such key.
+    # Config groups that the command composes are candidates too.
+    result = mixbench("benchmark", "dta=three", cwd=tmp_path)
+    assert "mixbench: dta is not a setting of mixbench benchmark; did you mean data?" in result.stderr
+    # A benchmark takes its methods as experiment.methods, so a misspelt method gets that form.
     result = mixbench("benchmark", "methd=doremi", cwd=tmp_path)
-    assert "mixbench: methd is not a setting of mixbench benchmark; did you mean method?" in result.stderr
+    assert "did you mean method?" not in result.stderr
+    assert "methd is not a setting of mixbench benchmark. If you meant method:" in result.stderr
+    assert "write 'experiment.methods=[doremi]'" in result.stderr
+    # laws composes no method group, so method is not offered.
+    result = mixbench("laws", "methd=doremi", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "did you mean method?" not in result.stderr
     # Hydra writes the sweep's multirun.yaml before it composes the members, but nothing trains.
     assert not list(tmp_path.glob("results/*/methods"))
 
