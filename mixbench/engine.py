@@ -575,8 +575,15 @@ def save_method_result(result: MethodResult, directory: Path) -> Path:
         path = candidates[2]
     earlier = stored[candidates.index(path)]
     if earlier not in (None, "replaceable"):
-        replaced = json.loads(path.read_text()).get("final_run")
-        if replaced not in (None, written.get("final_run")):
+        previous = json.loads(path.read_text())
+        replaced = previous.get("final_run")
+        if previous.get("status") == "complete" and written.get("status") != "complete":
+            log.warning(
+                "replacing the complete result of %s seed %d in %s (final run %s) with this failed one. The earlier "
+                "run records stay in the run store, so rerunning with the earlier settings restores it without training.",
+                result.method, result.seed, path.parent.parent, replaced,
+            )
+        elif replaced not in (None, written.get("final_run")):
             # The identity matches but the final run differs, so the new result used other training settings.
             log.warning(
                 "replacing the result of %s seed %d in %s (final run %s) with final run %s. The earlier run records "

@@ -12,8 +12,12 @@ from mixbench.runs import RunStore
 from mixbench.setting import CorpusSetting
 
 
-def test_diverging_run_is_recorded_as_failed(tiny_setting, tmp_path):
+def test_diverging_run_is_recorded_as_failed(tiny_setting, tmp_path, caplog):
     store = RunStore(tmp_path)
+    # A complete result of the same method and seed, from healthy training settings.
+    experiment = tmp_path / "experiment"
+    complete = run_method({"name": "stratified"}, tiny_setting, store, seed=0)
+    save_method_result(complete, experiment)
     exploding = CorpusSetting("test", tiny_setting.corpus, tiny_setting.domains, tiny_setting.model, dict(tiny_setting.train, lr=1e30, grad_clip=0.0))
     failed = run_method({"name": "stratified"}, exploding, store, seed=0)
     assert failed.final["status"] == "failed"
@@ -25,8 +29,11 @@ def test_diverging_run_is_recorded_as_failed(tiny_setting, tmp_path):
     # A healthy member of the same sweep still completes, and the table keeps the failed row.
     healthy = run_method({"name": "natural"}, tiny_setting, store, seed=0)
     assert healthy.final["status"] == "complete"
-    experiment = tmp_path / "experiment"
+    caplog.clear()
     save_method_result(failed, experiment)
+    # The failure replaces the complete result, with a warning that says how to restore it.
+    assert f"replacing the complete result of stratified seed 0 in {experiment} (final run {complete.final['id']})" in caplog.text
+    assert "rerunning with the earlier settings restores it without training" in caplog.text
     save_method_result(healthy, experiment)
     rows = {row["method"]: row for row in summarize(load_results(experiment), store)}
     assert rows["stratified"]["failed"] == 1
