@@ -31,7 +31,7 @@ def test_diverging_run_is_recorded_as_failed(tiny_setting, tmp_path, caplog):
     assert healthy.final["status"] == "complete"
     caplog.clear()
     save_method_result(failed, experiment)
-    # The failure replaces the complete result, with a warning that says how to restore it.
+    # The failure replaces the complete result, with a warning that explains how to restore it.
     assert f"replacing the complete result of stratified seed 0 in {experiment} (final run {complete.final['id']})" in caplog.text
     assert "rerunning with the earlier settings restores it without training" in caplog.text
     save_method_result(healthy, experiment)
