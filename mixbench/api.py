@@ -184,7 +184,9 @@ def run(overrides: Overrides = None, **settings: Any):
 def benchmark(overrides: Overrides = None, **settings: Any) -> list[dict] | None:
     """Run every method of an experiment at every seed (`mixbench benchmark`); return the table rows.
 
-    Returns None in processes other than the main one of a multi-process run.
+    Returns None in processes other than the main one of a multi-process run. A failed method
+    does not stop the others, and the table is written. Then RunFailedError is raised, and its
+    `rows` attribute contains the table rows.
     """
     return _call("benchmark", overrides, settings)
 

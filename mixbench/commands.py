@@ -480,7 +480,8 @@ def benchmark(cfg):
     if failures:
         raise RunFailedError(
             f"{len(failures)} method run(s) failed: {', '.join(failures)}. The table marks them failed; the error of "
-            f"each is in its file under {directory}/methods and in its run record."
+            f"each is in its file under {directory}/methods and in its run record.",
+            rows=rows,
         )
     return rows
 

@@ -21,7 +21,14 @@ class DataError(MixbenchError, ValueError):
 
 
 class RunFailedError(MixbenchError, RuntimeError):
-    """A training run that stopped because its loss became NaN or infinite."""
+    """A run or method that failed: a loss that became NaN or infinite, or a method that raised.
+
+    `rows` contains the table rows when a benchmark wrote its table before raising, else None.
+    """
+
+    def __init__(self, message: str, rows: list[dict] | None = None):
+        super().__init__(message)
+        self.rows = rows
 
 
 def unknown_name_error(kind: str, name: str, known: Iterable[str], fix: str = "") -> ConfigError:

@@ -9,6 +9,7 @@ The results folder is only read, so it may be read-only when out_dir names anoth
 
 import importlib
 import importlib.util
+import json
 import logging
 import sys
 from pathlib import Path
@@ -83,6 +84,7 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
             f"experiment folder {directory} not found; check experiment.name={experiment} and results_dir={results_dir}, "
             f"or train the experiment first (`mixbench benchmark` or a law sweep, with the same experiment.name)."
         )
+    _check_seed_recorded(directory, seed)
     _warn_mixed_runs(Path(results_dir), directory)
     common = figure_module("common")
     base = Path(out_dir) if out_dir else common.default_out_dir(results_dir, str(experiment))
@@ -110,6 +112,24 @@ def build_figures(results_dir="results", experiment="sim", names=None, out_dir=N
     if created and not any(written.values()):
         _remove_empty_folders(base)
     return written
+
+
+def _check_seed_recorded(directory: Path, seed) -> None:
+    """Raise ConfigError when `seed` is set and no method result of the experiment has that seed."""
+    methods = directory / "methods"
+    if seed is None or not methods.is_dir():
+        return
+    known = set()
+    for path in methods.glob("*.json"):
+        try:
+            known.add(json.loads(path.read_text()).get("seed"))
+        except (OSError, ValueError):
+            continue
+    known.discard(None)
+    if seed not in known:
+        listed = ", ".join(str(value) for value in sorted(known)) or "none"
+        raise ConfigError(f"seed={seed} has no method result in {directory}; known seeds: {listed}. "
+                          f"Pick one of them, or set seed=null for the lowest recorded.")
 
 
 def _remove_empty_folders(base: Path) -> None:

@@ -202,6 +202,8 @@ def check_settings(model: dict, train: dict) -> None:
             f"train.batch_size={train['batch_size']} is not divisible by train.grad_accumulation="
             f"{train['grad_accumulation']}; pick a batch size that is a multiple of it."
         )
+    if not isinstance(train.get("bf16", False), bool):
+        raise ConfigError(f"train.bf16={train.get('bf16')!r} is invalid; set train.bf16=true or train.bf16=false.")
     if train.get("bf16") and not _bf16_supported():
         raise ConfigError("train.bf16=true but this device does not support bfloat16; set train.bf16=false.")
     if train.get("bf16"):

@@ -4,7 +4,9 @@ Without this check a bad value in a sweep list is found only when its member sta
 members before it have trained. The members are expanded as Hydra's basic sweeper expands them
 (its override parser, sweeper params first, the cartesian product of the swept keys), and each
 member's config is composed with the compose API. `mixbench run` and `mixbench benchmark` then
-build their methods and check the training settings, which is cheap: no corpus is built.
+build their methods and check the training settings and each method's settings in the member's
+setting. On the corpus that needs the prepared corpus (its domains and token counts), which is
+built here once per data setting when it is missing.
 """
 
 import itertools
@@ -44,6 +46,7 @@ def sweep_error(command: str, arguments: list[str]) -> str | None:
     from mixbench.cli import CONF_DIR
 
     items = [item for item in arguments if "=" in item and not item.startswith("-")]
+    _corpora.clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
@@ -60,21 +63,46 @@ def sweep_error(command: str, arguments: list[str]) -> str | None:
             lists = _value_lists(task)
             if lists is None:
                 return None
+            # Settings that need no corpus are checked for every member first, so that a typo is
+            # reported before the check prepares a corpus for the methods' own checks.
+            on_corpus = []
             for number, member in _members(lists):
                 cfg = compose(config_name=command, overrides=[*hydra_items, *member], return_hydra_config=True)
-                HydraConfig.instance().set_config(cfg)
-                try:
-                    MEMBER_CHECKS[command](cfg)
-                except MixbenchError as error:
-                    return f"sweep member {number} ({' '.join(member)}): {error}"
-                except (TypeError, ValueError) as error:
-                    # A value of the wrong type (sim.steps=x) fails where it is converted, as it would in the member.
-                    return f"sweep member {number} ({' '.join(member)}): {type(error).__name__}: {error}"
+                error = _member_error(command, cfg, number, member, with_corpus=False)
+                if error:
+                    return error
+                if _is_corpus_member(cfg):
+                    on_corpus.append((number, member, cfg))
+            for number, member, cfg in on_corpus:
+                error = _member_error(command, cfg, number, member, with_corpus=True)
+                if error:
+                    return error
     except (HydraException, OmegaConfBaseException):
         return None
     finally:
         HydraConfig.instance().cfg = None
     return None
+
+
+def _member_error(command: str, cfg, number: int, member: list[str], with_corpus: bool) -> str | None:
+    """Return the error of one member's check, naming the member, or None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)
+    try:
+        MEMBER_CHECKS[command](cfg, with_corpus)
+    except MixbenchError as error:
+        return f"sweep member {number} ({' '.join(member)}): {error}"
+    except (TypeError, ValueError) as error:
+        # A value of the wrong type (sim.steps=x) fails where it is converted, as it would in the member.
+        return f"sweep member {number} ({' '.join(member)}): {type(error).__name__}: {error}"
+    return None
+
+
+def _is_corpus_member(cfg) -> bool:
+    from mixbench.commands import _experiment_kind
+
+    return _experiment_kind(cfg.experiment) != "sim"
 
 
 def _launcher_error(launcher) -> str | None:
@@ -128,18 +156,21 @@ def _members(lists: "OrderedDict[str, list[str]]"):
             yield position * strides[index], member
 
 
-def check_run_member(cfg) -> None:
-    """Build the method of a `mixbench run` member and check its training settings."""
+def check_run_member(cfg, with_corpus: bool = True) -> None:
+    """Build the method of a `mixbench run` member and check its training settings.
+
+    Without `with_corpus`, the method's own check of a corpus member is left out, because it needs the corpus.
+    """
     from mixbench.commands import _run_method_config, load_plugins
     from mixbench.method import build_method
 
     load_plugins(cfg)
     method = build_method(_run_method_config(cfg))
-    _check_training(cfg, [method], int(cfg.seed))
+    _check_training(cfg, [method], int(cfg.seed), with_corpus=with_corpus)
 
 
-def check_benchmark_member(cfg) -> None:
-    """Build every method of a `mixbench benchmark` member and check its training settings."""
+def check_benchmark_member(cfg, with_corpus: bool = True) -> None:
+    """Build every method of a `mixbench benchmark` member and check its training settings (see `check_run_member`)."""
     from mixbench.commands import (
         _benchmark_jobs, _check_unique, _plain, benchmark_method_error, benchmark_methods, load_plugins, method_config,
     )
@@ -161,23 +192,28 @@ def check_benchmark_member(cfg) -> None:
             if not isinstance(experiment.methods, str):
                 raise benchmark_method_error(error, name) from None
     if methods and seeds:
-        _check_training(cfg, methods, seeds[0], skip_failing=isinstance(experiment.methods, str), in_benchmark=True)
+        _check_training(cfg, methods, seeds[0], skip_failing=isinstance(experiment.methods, str), in_benchmark=True,
+                        with_corpus=with_corpus)
 
 
-def _check_training(cfg, methods, seed: int, skip_failing: bool = False, in_benchmark: bool = False) -> None:
-    """Check the training settings: the simulator's, with each method's check, or the corpus run's without the corpus."""
-    from mixbench.commands import _experiment_kind, _plain
+def _check_training(cfg, methods, seed: int, skip_failing: bool = False, in_benchmark: bool = False,
+                    with_corpus: bool = True) -> None:
+    """Check the training settings and each method's settings in the member's setting: the simulator or the corpus."""
+    from mixbench.commands import _experiment_kind, _plain, _setting
     from mixbench.errors import ConfigError
     from mixbench.setting import check_settings
 
     if _experiment_kind(cfg.experiment) != "sim":
         check_settings(_plain(cfg.model), _plain(cfg.train))
-        return
-    from mixbench.sim.setting import SimSetting
+        if not with_corpus:
+            return
+        setting = _setting(cfg, _corpus(cfg))
+    else:
+        from mixbench.sim.setting import SimSetting
 
-    setting = SimSetting(_plain(cfg.sim))
-    # The backend checks the simulator's training settings (sampling, noise, tokens per step) when it is made.
-    setting.make_backend(setting.spec(seed))
+        setting = SimSetting(_plain(cfg.sim))
+        # The backend checks the simulator's training settings (sampling, noise, tokens per step) when it is made.
+        setting.make_backend(setting.spec(seed))
     for method in methods:
         try:
             method.check(setting.context(seed))
@@ -189,6 +225,35 @@ def _check_training(cfg, methods, seed: int, skip_failing: bool = False, in_benc
 
                 raise benchmark_method_error(error, method.name) from None
             raise
+
+
+# Corpora prepared for the members checked so far, by their data settings.
+_corpora: dict[str, object] = {}
+
+
+def _corpus(cfg):
+    """Return the member's corpus, prepared once per data setting of the sweep.
+
+    Methods check their settings against the corpus's domains and token counts, so the corpus is
+    built here if it is missing, as the first member would otherwise build it.
+    """
+    import json
+    import logging
+
+    from mixbench.commands import _plain
+    from mixbench.data import prepare_corpus
+
+    key = json.dumps(_plain(cfg.data), sort_keys=True, default=str)
+    if key not in _corpora:
+        data_log = logging.getLogger("mixbench.data")
+        level = data_log.level
+        # Each member logs its corpus when it starts, so the check logs only warnings.
+        data_log.setLevel(max(level, logging.WARNING))
+        try:
+            _corpora[key] = prepare_corpus(_plain(cfg.data))
+        finally:
+            data_log.setLevel(level)
+    return _corpora[key]
 
 
 MEMBER_CHECKS = {"run": check_run_member, "benchmark": check_benchmark_member}

@@ -196,3 +196,28 @@ def test_run_hint_names_results_dir(tmp_path, monkeypatch, caplog):
     caplog.clear()
     api.benchmark(results_dir="my results", overrides=[*short, "experiment.methods=[natural]", "experiment.seeds=[1,2]"])
     assert "or `mixbench table 'results_dir=my results' experiment.name=sim 'table.seeds=[1,2]'` for a filtered copy" in caplog.text
+
+
+def test_failed_benchmark_error_carries_rows(tmp_path):
+    from mixbench.errors import RunFailedError
+    from mixbench.method import StaticMethod, register, unregister
+
+    @register
+    class Crashing(StaticMethod):
+        """A static method whose optimize raises, standing in for a method with a bug."""
+
+        name = "test_api_crashing"
+
+        def optimize(self, context):
+            raise RuntimeError("optimize exploded on purpose")
+
+    try:
+        with pytest.raises(RunFailedError, match="1 method run\\(s\\) failed: test_api_crashing \\(seed 0\\)") as raised:
+            api.benchmark(experiment="sim", results_dir=tmp_path, overrides=[
+                "experiment.methods=[stratified,test_api_crashing]", "experiment.seeds=[0]", *SIM[2:]])
+    finally:
+        unregister("test_api_crashing")
+    rows = {row["method"]: row for row in raised.value.rows}
+    assert rows["test_api_crashing"]["status"] == "failed"
+    assert rows["stratified"]["status"] == "ok"
+    assert rows == {row["method"]: row for row in api.table(experiment="sim", results_dir=tmp_path)}

@@ -153,10 +153,25 @@ def test_sweep_bad_value_stops_before_training(tmp_path):
     result = mixbench("run", "-m", "method=natural", "train.steps=40,-1", cwd=tmp_path)
     assert result.returncode == 2
     assert "sweep member 1 (method=natural train.steps=-1): train.steps=-1 is invalid" in result.stderr
+    assert not (tmp_path / ".cache").exists()
     # The simulator's training settings, and the benchmark's members.
     result = mixbench("benchmark", "-m", "experiment=sim", "sim.sampling=largest_remainder,bogus", cwd=tmp_path)
     assert result.returncode == 2
     assert "sweep member 1 (experiment=sim sim.sampling=bogus): sim.sampling='bogus' is invalid" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_sweep_method_check_on_corpus(text_folders, tmp_path):
+    # A method's own check needs the corpus (domains, token counts), so the corpus is prepared first.
+    common = overrides(text_folders, tmp_path / "cache")
+    result = mixbench("run", "-m", *common, "method=doremi", "method.eta=0.5,-1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "doremi needs eta > 0" in result.stderr
+    assert "sweep member 1 (" in result.stderr
+    assert not (tmp_path / "results").exists()
+    result = mixbench("run", "-m", *common, "method=fixed", "method.mixture=[0.2,0.3,0.5],[0.5,0.6,0.2]", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "sums to 1.3, not 1" in result.stderr
     assert not (tmp_path / "results").exists()
 
 

@@ -6,6 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from mixbench.errors import ConfigError
 from mixbench.method import build_method
 from mixbench.setting import check_settings
 
@@ -75,6 +76,14 @@ def test_bf16_silent_on_native_cpu(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="mixbench.setting"):
         check_settings(model, train)
     assert not [record for record in caplog.records if "bf16" in record.getMessage()]
+
+
+@pytest.mark.parametrize("value", ["no", "off", "yes", 1, 0])
+def test_bf16_must_be_boolean(value):
+    model, train = _default_run_settings()
+    train["bf16"] = value
+    with pytest.raises(ConfigError, match=rf"train.bf16={value!r} is invalid; set train.bf16=true or train.bf16=false"):
+        check_settings(model, train)
 
 
 def _launch_overrides(path: Path) -> list[str]:

@@ -225,7 +225,9 @@ def test_bad_requests_raise_clear_errors(workdir):
         build_figures(results, "nosuch")
     with pytest.raises(ConfigError, match="seed='1' is invalid"):
         build_figures(results, "sim", seed="1")
-    assert build_figures(results, "sim", names=["mixture_trajectories"], seed=7) == {"mixture_trajectories": []}
+    # A seed without any method result is an error, as in mixbench table, not a build of skipped figures.
+    with pytest.raises(ConfigError, match=r"seed=7 has no method result in .*sim; known seeds: 0"):
+        build_figures(results, "sim", names=["mixture_trajectories"], seed=7)
 
 
 def test_two_settings_get_one_folder_each(tmp_path):

@@ -1,10 +1,14 @@
 """The model builder: `model.attention=sdpa` keeps transformers' sdpa in float32 and runs bf16 attention on a CPU in float32."""
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mixbench.train.model import CPU_SDPA, build_model
+from mixbench.errors import ConfigError
+from mixbench.train import model as model_module
+from mixbench.train.model import CPU_SDPA, build_model, model_config
 
 SETTINGS = {"d_model": 32, "n_layer": 2, "n_head": 4, "d_ff": 64, "context": 16, "dropout": 0.0}
 VOCAB = 50
@@ -61,3 +65,29 @@ def test_bf16_causal_masking_kept():
     # Changing the last token must not change any earlier position's prediction.
     assert torch.equal(before[:, :-1], after[:, :-1])
     assert not torch.equal(before[:, -1], after[:, -1])
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("attention", "eagr", r"unknown attention implementation 'eagr'\. Did you mean 'eager'\?"),
+    ("attention", None, r"unknown attention implementation 'None'"),
+    ("activation", "gelux", r"unknown activation function 'gelux'\. Did you mean 'gelu'"),
+])
+def test_unknown_attention_or_activation_rejected(key, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        model_config(dict(SETTINGS, family="gpt2", **{key: value}), VOCAB)
+
+
+def test_flash_attention_needs_package(monkeypatch):
+    monkeypatch.setattr("transformers.utils.is_flash_attn_2_available", lambda: False)
+    with pytest.raises(ConfigError, match="model.attention=flash_attention_2 needs the flash-attn package and a CUDA GPU"):
+        model_config(dict(SETTINGS, family="gpt2", attention="flash_attention_2"), VOCAB)
+
+
+def test_activation_of_other_family_warned_once(monkeypatch, caplog):
+    monkeypatch.setattr(model_module, "_warned_activation", set())
+    with caplog.at_level(logging.WARNING, logger="mixbench.train.model"):
+        for _ in range(2):
+            config = model_config(dict(SETTINGS, family="llama", activation="gelu_pytorch_tanh"), VOCAB)
+    assert config.hidden_act == "silu"
+    warnings = [record.getMessage() for record in caplog.records]
+    assert warnings == ["model.activation=gelu_pytorch_tanh applies to the gpt2 family only; llama models use silu."]

@@ -12,6 +12,11 @@ from mixbench.errors import ConfigError, unknown_name_error
 log = logging.getLogger(__name__)
 
 FAMILIES = ("gpt2", "llama", "neox")
+# Attention implementations a model can be built with. flash_attention_2 needs the flash-attn package and a CUDA GPU.
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+# The activation each family uses; model.activation sets GPT-2's only.
+FAMILY_ACTIVATIONS = {"llama": "silu", "neox": "gelu"}
+_warned_activation = set()
 
 
 def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
@@ -27,6 +32,8 @@ def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
         )
     context = int(settings["context"])
     dropout = float(settings.get("dropout", 0.0))
+    check_attention(settings.get("attention", "sdpa"))
+    activation = _checked_activation(family, settings.get("activation"))
     if family == "gpt2":
         return GPT2Config(
             vocab_size=vocab_size,
@@ -37,7 +44,7 @@ def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
             n_inner=int(settings.get("d_ff", 4 * d_model)),
             # GPT-2's tanh-approximate GELU. "gelu_pytorch_tanh" computes it in one fused kernel, which
             # trained the tiny model 1.2x faster on a CPU than "gelu_new", the op-by-op form.
-            activation_function=str(settings.get("activation", "gelu_new")),
+            activation_function=activation or "gelu_new",
             resid_pdrop=dropout,
             embd_pdrop=dropout,
             attn_pdrop=dropout,
@@ -78,6 +85,33 @@ def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
         eos_token_id=None,
         pad_token_id=None,
     )
+
+
+def check_attention(attention) -> None:
+    """Raise ConfigError for an attention implementation that cannot build the model here."""
+    if attention not in ATTENTIONS:
+        raise unknown_name_error("attention implementation", str(attention), ATTENTIONS, "Set model.attention to one of them.")
+    if attention == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            raise ConfigError("model.attention=flash_attention_2 needs the flash-attn package and a CUDA GPU, and this "
+                              "machine lacks one of them; set model.attention=sdpa.")
+
+
+def _checked_activation(family: str, activation) -> str | None:
+    """Return model.activation after checking its name; warn once where the family does not use it."""
+    from transformers.activations import ACT2FN
+
+    if activation is None:
+        return None
+    if activation not in ACT2FN:
+        raise unknown_name_error("activation function", str(activation), sorted(ACT2FN), "Set model.activation to one of them.")
+    own = FAMILY_ACTIVATIONS.get(family)
+    if own is not None and activation != own and (family, activation) not in _warned_activation:
+        _warned_activation.add((family, activation))
+        log.warning("model.activation=%s applies to the gpt2 family only; %s models use %s.", activation, family, own)
+    return str(activation)
 
 
 # The name under which `model.attention=sdpa` is registered with transformers.
