@@ -1,5 +1,6 @@
 """The `mixbench` command line: `mixbench <command> [Hydra overrides]`."""
 
+import contextlib
 import difflib
 import importlib
 import logging
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         entry()
         _leave_process_group(finished=True)
+    except KeyboardInterrupt:
+        # Members that run in this process report an interrupt themselves; this one reached a launcher's wait.
+        _leave_process_group(finished=False)
+        return _interrupted_launcher(command, overrides)
     except SystemExit as exit:
         _leave_process_group(finished=False)
         # Hydra exits with 1 when the config cannot be composed; a misspelt key then gets a suggestion.
@@ -472,10 +477,64 @@ def _interrupt(signum, frame) -> None:
 
 def _leave_process_group(finished: bool) -> None:
     """Shut down the torch process group a command joined (under torchrun); commands that never imported torch skip it."""
-    if "torch.distributed" in sys.modules:
+    distributed = sys.modules.get("torch.distributed")
+    # An interrupt during `import torch` leaves a partly imported module, and importing more of torch then fails.
+    try:
+        joined = distributed is not None and distributed.is_available() and distributed.is_initialized()
+    except Exception:  # noqa: BLE001 - a partly imported module has no group to leave
+        return
+    if joined:
         from mixbench.train.accelerator import leave_process_group
 
         leave_process_group(finished)
+
+
+def _member_processes() -> list[int]:
+    """Return the ids of this process's descendants that have no children of their own, read from /proc.
+
+    These are the processes that train: joblib's workers, and the jobs under submitit's
+    per-member controllers. The list is empty where /proc does not exist.
+    """
+    parents = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The parent id is the second field after the command name, which sits in parentheses and may contain spaces.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1:
+            parents[int(entry.name)] = int(fields[1])
+    descendants, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - descendants
+        descendants |= frontier
+    return sorted(pid for pid in descendants if pid not in set(parents[other] for other in descendants))
+
+
+def _interrupted_launcher(command: str, overrides: list[str]) -> int:
+    """Stop a parallel sweep's members after Ctrl-C or SIGTERM reached the launching process; return the exit status.
+
+    Hydra's joblib and submitit launchers run members in child processes. SIGTERM sent to this
+    process alone would leave them training, so they get SIGINT, as from Ctrl-C in a terminal:
+    submitit's jobs ignore SIGTERM, which SLURM sends before it preempts a job.
+    """
+    if _signal_received == signal.SIGTERM:
+        for member in _member_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGINT)
+    key = "training" if command == "laws" else "train"
+    print(
+        "mixbench: interrupted. Finished runs are kept; run the same command again to resume the others "
+        f"from their last checkpoint ({key}.checkpoint_every).",
+        file=sys.stderr,
+    )
+    return 128 + int(_signal_received)
 
 
 def _tag_sweep_member_lines(cfg) -> None:

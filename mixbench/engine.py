@@ -160,7 +160,8 @@ def execute_run(
 
     progress = tqdm(total=backend.total_steps, initial=backend.step, desc=f"{spec.role} {spec.id[:8]}",
                     disable=None if main and SHOW_PROGRESS else True, leave=False)  # None: only on a terminal
-    tracker = open_run_tracker(spec, run_dir, setting.domains, trained_by) if main else None
+    tracker = open_run_tracker(spec, run_dir, setting.domains, trained_by, backend.step) if main else None
+    finished = False
     # Trackers log every step, so each `train` call takes one step; chunking changes no result.
     chunk = 1 if tracking else PROGRESS_CHUNK
     try:
@@ -204,12 +205,13 @@ def execute_run(
             if checkpoint_every and backend.step % checkpoint_every == 0 and backend.step < backend.total_steps:
                 if main:
                     _save_checkpoint(run_dir, backend, loop, method)
+        finished = True
     except RunFailedError as error:
         progress.close()
         return {"status": "failed", "error": str(error), "step": backend.step, "metrics": loop.metrics, "role": spec.role}
     finally:
         if tracker is not None:
-            tracker.finish()
+            tracker.finish(interrupted=not finished)
     progress.close()
     return _complete_record(spec, setting, backend, loop, method, run_dir, main)
 

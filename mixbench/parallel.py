@@ -75,18 +75,42 @@ def run_parallel(cfg: dict, tasks, configs: dict, directory: Path, jobs: int, bu
             pool.submit(_worker_task, cfg, configs[name], seed, str(directory), build_setting): (seed, name)
             for seed, name in tasks
         }
-        for done, future in enumerate(as_completed(futures), start=1):
-            seed, name = futures[future]
-            try:
-                complete = future.result()
-            except Exception as error:
-                # The worker process itself died (killed, out of memory): the task's result is lost.
-                log.error("method %s seed %d: its worker process failed (%s)", name, seed, error)
-                complete = False
-            if not complete:
-                failures.append(f"{name} (seed {seed})")
-            log.info("finished %d of %d tasks: %s seed %d (%s)", done, len(tasks), name, seed, "ok" if complete else "failed")
+        try:
+            _collect(futures, len(tasks), failures)
+        except KeyboardInterrupt:
+            _stop(pool)
+            raise
     return failures
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued tasks and end the running ones, after Ctrl-C or SIGTERM in the parent.
+
+    Leaving the pool's block would otherwise wait for every queued task. A rerun resumes the
+    ended tasks from their last checkpoints, as after any interrupt.
+    """
+    # NOTE: `_processes` is a private attribute of ProcessPoolExecutor (CPython 3.10 to 3.13), and
+    # shutdown() clears it, so the workers are taken first.
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+
+
+def _collect(futures: dict, total: int, failures: list[str]) -> None:
+    """Log each task as it finishes and append the labels of failed ones to `failures`."""
+    for done, future in enumerate(as_completed(futures), start=1):
+        seed, name = futures[future]
+        try:
+            complete = future.result()
+        except Exception as error:
+            # The worker process itself died (killed, out of memory): the task's result is lost.
+            log.error("method %s seed %d: its worker process failed (%s)", name, seed, error)
+            complete = False
+        if not complete:
+            failures.append(f"{name} (seed {seed})")
+        log.info("finished %d of %d tasks: %s seed %d (%s)", done, total, name, seed, "ok" if complete else "failed")
 
 
 def _start_worker(parent: int) -> None:

@@ -10,6 +10,7 @@ built here once per data setting when it is missing.
 """
 
 import itertools
+import shutil
 from collections import OrderedDict
 
 from mixbench.errors import MixbenchError
@@ -106,7 +107,13 @@ def _is_corpus_member(cfg) -> bool:
 
 
 def _launcher_error(launcher) -> str | None:
-    """Return the error of joblib's `n_jobs`, which joblib itself reports only as a traceback."""
+    """Return the error of a launcher setting that the launcher itself reports only as a traceback.
+
+    These are joblib's `n_jobs`, and the SLURM launcher on a machine without SLURM's commands.
+    """
+    if str(launcher.get("_target_", "")).endswith(".SlurmLauncher") and not shutil.which("srun"):
+        return ("hydra/launcher=slurm submits to a SLURM cluster, but this machine has no srun command; run the sweep on "
+                "a cluster's login node, or try it on this machine with hydra/launcher=submitit_local.")
     if "n_jobs" not in launcher:
         return None
     from mixbench.threads import available_cores, joblib_members

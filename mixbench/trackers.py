@@ -11,6 +11,7 @@ when it ends.
 """
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -56,20 +57,28 @@ def tracker_names(train: dict) -> list[str]:
 
 
 class RunTracker:
-    """The trackers of one run: `log_step` after each training step, `log_validation` after each evaluation."""
+    """The trackers of one run: `log_step` after each training step, `log_validation` after each evaluation.
 
-    def __init__(self, names: list[str], run_name: str, logging_dir: Path, domains, config: dict):
+    A run resumed from a checkpoint at `start_step` continues its tracker run: TensorBoard drops
+    the events the interrupted process logged after that step, and W&B resumes the run of the
+    same id (it ignores steps at or below the last one it received).
+    """
+
+    def __init__(self, names: list[str], run_name: str, run_id: str, logging_dir: Path, domains, config: dict,
+                 start_step: int = 0):
         from accelerate.tracking import TensorBoardTracker, WandBTracker
 
         self.domains = tuple(domains)
         self.trackers = []
         for name in names:
             if name == "tensorboard":
-                tracker = TensorBoardTracker(run_name, str(logging_dir))
+                tracker = TensorBoardTracker(run_name, str(logging_dir), **({"purge_step": start_step + 1} if start_step else {}))
+                tracker.start()
+                _store_hparams(tracker, config)
             else:
-                tracker = WandBTracker(WANDB_PROJECT, name=run_name, dir=str(logging_dir))
-            tracker.start()
-            tracker.store_init_configuration(config)
+                tracker = WandBTracker(WANDB_PROJECT, name=run_name, dir=str(logging_dir), id=run_id, resume="allow")
+                tracker.start()
+                tracker.store_init_configuration(config)
             self.trackers.append(tracker)
         log.info("logging run %s to %s in %s", run_name, ", ".join(names), logging_dir)
 
@@ -90,13 +99,37 @@ class RunTracker:
         values["val/mean"] = float(np.mean(losses))
         self._log(values, step)
 
-    def finish(self) -> None:
+    def finish(self, interrupted: bool = False) -> None:
+        """Close every tracker; an interrupted or failed run is marked as such where the tracker records it (W&B)."""
         for tracker in self.trackers:
-            tracker.finish()
+            run = getattr(tracker, "run", None)
+            if interrupted and run is not None:
+                run.finish(exit_code=1)
+            else:
+                tracker.finish()
 
 
-def open_run_tracker(spec, run_dir: Path, domains, trained_by: str | None = None) -> RunTracker | None:
+def _store_hparams(tracker, config: dict) -> None:
+    """Write the run's settings as TensorBoard hparams into the run's own event file, with val/mean as its metric.
+
+    Accelerate's `store_init_configuration` writes them to a separate sub-run without scalars, where
+    the HParams dashboard finds no metric. Without torch's tensorboard support (tensorboardX only)
+    that method is used instead.
+    """
+    try:
+        from torch.utils.tensorboard.summary import hparams
+    except ImportError:
+        tracker.store_init_configuration(config)
+        return
+    for summary in hparams(config, {"val/mean": 0.0}):
+        tracker.writer.file_writer.add_summary(summary)
+    tracker.writer.flush()
+
+
+def open_run_tracker(spec, run_dir: Path, domains, trained_by: str | None = None, start_step: int = 0) -> RunTracker | None:
     """Open the trackers listed in `spec.train.trackers`, or return None when it lists none.
+
+    `start_step` is the step a resumed run continues from (0 for a fresh run).
 
     TensorBoard logs go to `<train.tracker_dir>/<role>-<run id>`, or to `<run folder>/<role>-<run id>`
     when `tracker_dir` is null. W&B writes its files to `wandb/` inside that same folder (`tracker_dir`
@@ -108,7 +141,7 @@ def open_run_tracker(spec, run_dir: Path, domains, trained_by: str | None = None
         return None
     tracker_dir = spec.train.get("tracker_dir")
     logging_dir = Path(tracker_dir) if tracker_dir else Path(run_dir)
-    return RunTracker(names, f"{spec.role}-{spec.id}", logging_dir, domains, _flat_config(spec, trained_by))
+    return RunTracker(names, f"{spec.role}-{spec.id}", spec.id, logging_dir, domains, _flat_config(spec, trained_by), start_step)
 
 
 def _flat_config(spec, trained_by: str | None = None) -> dict:
@@ -124,4 +157,18 @@ def _flat_config(spec, trained_by: str | None = None) -> dict:
         for key, value in getattr(spec, group).items():
             if isinstance(value, (bool, int, float, str)):
                 config[f"{group}.{key}"] = value
+    # An online run's method settings, which tell the members of a sweep over them apart.
+    for key, value in (spec.method or {}).items():
+        if key != "name" and isinstance(value, (bool, int, float, str)):
+            config[f"method.{key}"] = value
+        elif key != "name" and isinstance(value, (list, tuple, dict)):
+            config[f"method.{key}"] = json.dumps(value, sort_keys=True)
+    data = spec.data or {}
+    for key in ("name", "fingerprint", "tokenizer"):
+        if isinstance(data.get(key), (str, int, float)):
+            config[f"data.{key}"] = data[key]
+    if data.get("domains") is not None:
+        config["data.domains"] = ",".join(str(domain) for domain in data["domains"])
+    if spec.mixture is not None:
+        config["mixture"] = ",".join(f"{weight:.4f}" for weight in spec.mixture)
     return config

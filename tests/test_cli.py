@@ -1,10 +1,11 @@
 """The command line as a user runs it: real Hydra, real training on a small real-text corpus."""
 
 import os
+import shutil
 import subprocess
 import sys
 
-
+import pytest
 
 from conftest import TINY_MODEL, TINY_TRAIN
 
@@ -281,6 +282,16 @@ def test_launcher_mistakes_get_hints(tmp_path):
     result = mixbench("run", "-m", "hydra/launcher=slurm", "hydra.launcher.partion=gpu", "seed=0,1", "experiment=sim", cwd=tmp_path)
     assert result.returncode == 2
     assert "hydra.launcher.partion is not a setting of launcher slurm; did you mean hydra.launcher.partition?" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_launcher_without_slurm_rejected(tmp_path):
+    if shutil.which("srun"):
+        pytest.skip("this machine has SLURM's srun")
+    result = mixbench("run", "-m", "hydra/launcher=slurm", "seed=0,1", "experiment=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "mixbench: error: hydra/launcher=slurm submits to a SLURM cluster, but this machine has no srun command" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
 
 

@@ -57,6 +57,75 @@ def test_tensorboard_logs_losses_and_mixture(small_corpus, tmp_path):
     mean = events.Scalars("val/mean")
     np.testing.assert_allclose([event.value for event in mean], [np.mean(entry["losses"]) for entry in record["metrics"]], rtol=1e-6)
 
+    # The settings are hparams of the run itself, with val/mean as their metric, not of a sub-run without scalars.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    assert [path for path in logs.iterdir() if path.is_dir()] == []
+    content = events.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [metric.name.tag for metric in experiment.metric_infos] == ["val/mean"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["method"].string_value == "odm"
+    assert start.hparams["method.reward_scale"].number_value == pytest.approx(0.1)
+    assert start.hparams["data.domains"].string_value == ",".join(setting.domains)
+
+
+def test_resumed_tensorboard_run_purges_later_steps(tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install tensorboard to test the TensorBoard tracker")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    from mixbench.trackers import RunTracker
+
+    def log_steps(steps, start_step):
+        tracker = RunTracker(["tensorboard"], "final-x", "x", tmp_path, ["a", "b"], {"role": "final"}, start_step=start_step)
+        for step in steps:
+            tracker.log_validation(step, [float(step), float(step)])
+        tracker.finish()
+
+    # Interrupted after step 10 with its last checkpoint at step 8, then resumed from step 8.
+    log_steps(range(1, 11), start_step=0)
+    log_steps(range(9, 13), start_step=8)
+    events = EventAccumulator(str(tmp_path / "final-x"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("val/mean")] == list(range(1, 13))
+    # The resumed writer marks the restart at step 9, so that every reader drops the older steps 9 and 10.
+    starts = []
+    for path in sorted((tmp_path / "final-x").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                starts.append(event.step)
+    assert starts == [9]
+
+
+def test_interrupted_wandb_run_marked_failed():
+    from mixbench.trackers import RunTracker
+
+    class StandInRun:
+        """Records how a W&B run was finished, in place of the wandb package's run."""
+
+        def __init__(self):
+            self.exit_codes = []
+
+        def finish(self, exit_code=None):
+            self.exit_codes.append(exit_code)
+
+    class StandInTracker:
+        def __init__(self):
+            self.run = StandInRun()
+
+        def finish(self):
+            self.run.finish()
+
+    tracker = RunTracker.__new__(RunTracker)
+    tracker.trackers = [StandInTracker()]
+    tracker.finish(interrupted=True)
+    assert tracker.trackers[0].run.exit_codes == [1]
+    tracker.trackers = [StandInTracker()]
+    tracker.finish()
+    assert tracker.trackers[0].run.exit_codes == [None]
+
 
 @pytest.mark.parametrize("method", ["odm", "doremi"])
 def test_trackers_leave_records_unchanged(small_corpus, tmp_path, method):
@@ -128,8 +197,22 @@ def test_flat_config_names_training_method():
     assert "method" not in _flat_config(static)
 
     # A proxy's spec names its method, which wins over the task's.
-    proxy = RunSpec(data={}, model={}, train={}, seed=0, method={"name": "doremi", "eta": 1.0}, role="proxy")
-    assert _flat_config(proxy, "other")["method"] == "doremi"
+    proxy = RunSpec(data={"domains": ["a", "b"], "fingerprint": "f0"}, model={}, train={}, seed=0,
+                    method={"name": "doremi", "eta": 1.0, "reference_mixture": [0.5, 0.5]}, role="proxy")
+    config = _flat_config(proxy, "other")
+    assert config["method"] == "doremi"
+    # Method settings tell the members of a sweep apart, and a list is logged as JSON text.
+    assert config["method.eta"] == 1.0
+    assert config["method.reference_mixture"] == "[0.5, 0.5]"
+    assert config["data.domains"] == "a,b"
+    assert config["data.fingerprint"] == "f0"
+    assert config_of_static_mixture(static) == "0.5000,0.5000"
+
+
+def config_of_static_mixture(spec) -> str:
+    from mixbench.trackers import _flat_config
+
+    return _flat_config(spec)["mixture"]
 
 
 def test_tracked_runs_name_their_method(small_corpus, tmp_path, monkeypatch):
@@ -138,7 +221,7 @@ def test_tracked_runs_name_their_method(small_corpus, tmp_path, monkeypatch):
 
     logged = []
 
-    def capture(spec, run_dir, domains, trained_by=None):
+    def capture(spec, run_dir, domains, trained_by=None, start_step=0):
         logged.append(trackers._flat_config(spec, trained_by))
         return None
 
