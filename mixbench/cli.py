@@ -99,22 +99,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
         return 2
 
-    from mixbench import commands, sweep_check
-
-    task = commands.TASKS[command]
-    sys.argv = [f"mixbench {command}", *overrides]
-    import hydra
-
-    quiet_hydra_migration_warning()
-    if sweep_check.is_multirun(overrides):
-        # Every member is checked first, so that a bad value in a sweep list stops the sweep before any training.
-        error = sweep_check.sweep_error(command, overrides)
-        if error:
-            print(f"mixbench: error: {error}", file=sys.stderr)
-            return 2
     # SIGTERM (kill, a scheduler's stop) ends the command as Ctrl-C does: with a line on how to resume.
     signal.signal(signal.SIGTERM, _interrupt)
-    entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
+    try:
+        from mixbench import commands, sweep_check
+
+        task = commands.TASKS[command]
+        sys.argv = [f"mixbench {command}", *overrides]
+        import hydra
+
+        quiet_hydra_migration_warning()
+        if sweep_check.is_multirun(overrides):
+            # Every member is checked first, so that a bad value in a sweep list stops the sweep before any training.
+            error = sweep_check.sweep_error(command, overrides)
+            if error:
+                print(f"mixbench: error: {error}", file=sys.stderr)
+                return 2
+        entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
+    except KeyboardInterrupt:
+        # Interrupted while loading or checking, before anything trained.
+        return _interrupted_launcher(command, overrides)
     try:
         entry()
         _leave_process_group(finished=True)
@@ -341,8 +345,10 @@ def _benchmark_method_line(key: str, value: str, cfg, overrides: list[str]) -> s
     listed = _listed_methods(cfg, overrides)
     where = "mixbench benchmark, which runs the methods in experiment.methods with their settings under experiment.method_overrides"
     if key == "method":
-        name = value.split(",")[0]
-        example = ",".join(listed + [name] if name not in listed else listed)
+        # One name, a sweep (a,b) or a list ([a,b]) of them.
+        names = [part.strip().strip("'\"") for part in value.strip().strip("[]").split(",") if part.strip()]
+        example = ",".join(listed + [name for name in names if name not in listed])
+        name = names[0] if names else "NAME"
         return (f"method={value} is not a setting of {where}: write 'experiment.methods=[{example}]', and give {name}'s "
                 f"settings as ++experiment.method_overrides.{name}.KEY=VALUE.")
     setting = key.split(".", 1)[1]
@@ -557,6 +563,16 @@ def _tag_sweep_member_lines(cfg) -> None:
         handler.setFormatter(logging.Formatter(f"[%(asctime)s] %(name)s: %(message)s [{tag.replace('%', '%%')}]", date_format))
 
 
+def _in_joblib_member() -> bool:
+    """Return whether this process runs a member of a sweep under Hydra's joblib launcher."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return str(HydraConfig.get().launcher.get("_target_", "")).endswith("JoblibLauncher")
+
+
 def _guarded(task):
     """Wrap a task so that mixbench's own errors print one clear line and exit with status 2."""
 
@@ -576,6 +592,9 @@ def _guarded(task):
             print(f"mixbench: error: {error}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
+            if _in_joblib_member():
+                # joblib's members share the launcher's terminal, and the launcher reports the interrupt once.
+                sys.exit(128 + int(_signal_received))
             # A law sweep keeps its training settings under `training`, and every other command under `train`.
             key = "training" if "training" in cfg else "train"
             print(

@@ -133,15 +133,15 @@ def execute_run(
     context: MethodContext | None = None,
     reference: tuple[RunSpec, Path] | None = None,
     on_round: RoundObserver | None = None,
-    trained_by: str | None = None,
+    trained_by: dict | None = None,
 ) -> dict:
     """Train the run described by `spec` to the end, resuming from its checkpoint, and return its record.
 
     `reference` is the spec and folder of a finished run whose model becomes the backend's
     reference model (DoReMi's excess loss is measured against it). `on_round` is called each
     time the method's A estimate is recorded (see `RoundObserver`); branch sweeps use it to
-    save the run's state at chosen rounds. `trained_by` names the method whose task trains the
-    run; trackers log it, and it changes neither the run id nor the record.
+    save the run's state at chosen rounds. `trained_by` is the name and settings of the method
+    whose task trains the run. Trackers log it, and it changes neither the run id nor the record.
     """
     tracking = bool(tracker_names(spec.train))  # a missing tracker package fails before the model is built
     backend = _make_backend(spec, setting, method, reference)
@@ -419,8 +419,11 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         log.info("method %s, seed %d: %s", method.name, seed, settings or "it has no settings")
         _warn_if_few_rounds(method, context)
 
+    # Trackers log the method and its settings with every run its task trains, also a static run's.
+    trained_by = {"name": method.name, **params}
+
     def train(spec: RunSpec, run_dir: Path, online: OnlineMethod | None = None) -> dict:
-        return execute_run(spec, setting, run_dir, method=online, context=context, trained_by=method.name)
+        return execute_run(spec, setting, run_dir, method=online, context=context, trained_by=trained_by)
 
     if method.kind == "static":
         observations, _ = _train_probes(method.explore(context), method.name, setting, store, seed, train, extra, main)
@@ -433,7 +436,7 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
         spec = setting.spec(seed, method={"name": method.name, **params}, role="proxy" if method.trains_proxy else "final")
         run, _ = store.get_or_run(
             spec,
-            lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference, trained_by=method.name),
+            lambda s, d: execute_run(s, setting, d, method=online, context=context, reference=reference, trained_by=trained_by),
             main=main,
         )
         if method.trains_proxy:

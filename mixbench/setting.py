@@ -59,6 +59,9 @@ class CorpusSetting:
                 # Methods read only the validation losses of such a run, because the test split is
                 # for reporting final models. The key is part of the run id.
                 train["test_pass"] = False
+        from mixbench.train.model import family_settings
+
+        model = family_settings(model)
         data = {
             "fingerprint": self.corpus.fingerprint,
             "tokenizer": self.corpus.tokenizer_id,

@@ -59,9 +59,9 @@ def tracker_names(train: dict) -> list[str]:
 class RunTracker:
     """The trackers of one run: `log_step` after each training step, `log_validation` after each evaluation.
 
-    A run resumed from a checkpoint at `start_step` continues its tracker run: TensorBoard drops
-    the events the interrupted process logged after that step, and W&B resumes the run of the
-    same id (it ignores steps at or below the last one it received).
+    A run resumed from a checkpoint at `start_step` (0 without one) continues its tracker run:
+    TensorBoard drops the events an interrupted process logged after that step, and W&B resumes
+    the run of the same id (it ignores steps at or below the last one it received).
     """
 
     def __init__(self, names: list[str], run_name: str, run_id: str, logging_dir: Path, domains, config: dict,
@@ -72,7 +72,8 @@ class RunTracker:
         self.trackers = []
         for name in names:
             if name == "tensorboard":
-                tracker = TensorBoardTracker(run_name, str(logging_dir), **({"purge_step": start_step + 1} if start_step else {}))
+                # A run restarted from step 0 (interrupted before its first checkpoint) also replaces what was logged.
+                tracker = TensorBoardTracker(run_name, str(logging_dir), purge_step=start_step + 1)
                 tracker.start()
                 _store_hparams(tracker, config)
             else:
@@ -126,15 +127,15 @@ def _store_hparams(tracker, config: dict) -> None:
     tracker.writer.flush()
 
 
-def open_run_tracker(spec, run_dir: Path, domains, trained_by: str | None = None, start_step: int = 0) -> RunTracker | None:
+def open_run_tracker(spec, run_dir: Path, domains, trained_by: dict | str | None = None, start_step: int = 0) -> RunTracker | None:
     """Open the trackers listed in `spec.train.trackers`, or return None when it lists none.
 
     `start_step` is the step a resumed run continues from (0 for a fresh run).
 
     TensorBoard logs go to `<train.tracker_dir>/<role>-<run id>`, or to `<run folder>/<role>-<run id>`
     when `tracker_dir` is null. W&B writes its files to `wandb/` inside that same folder (`tracker_dir`
-    or the run folder). `trained_by` is the method whose task trains the run, logged as its `method`
-    where the spec names none (final, probe and reference runs).
+    or the run folder). `trained_by` is the method (name and settings) whose task trains the run,
+    logged where the spec names none (final, probe and reference runs).
     """
     names = tracker_names(spec.train)
     if not names:
@@ -144,21 +145,25 @@ def open_run_tracker(spec, run_dir: Path, domains, trained_by: str | None = None
     return RunTracker(names, f"{spec.role}-{spec.id}", spec.id, logging_dir, domains, _flat_config(spec, trained_by), start_step)
 
 
-def _flat_config(spec, trained_by: str | None = None) -> dict:
-    """Return the run's settings as flat scalars, the only values tracker configurations accept."""
+def _flat_config(spec, trained_by: dict | str | None = None) -> dict:
+    """Return the run's settings as flat scalars, the only values tracker configurations accept.
+
+    `trained_by` is the name and settings of the method whose task trains the run (or its name).
+    """
     config = {"run_id": spec.id, "role": spec.role, "seed": spec.seed}
-    if spec.method is not None:
-        config["method"] = str(spec.method.get("name"))
-    elif trained_by is not None:
-        # A static run's spec names no method, and its record may serve several (stratified's run
-        # is also DoReMi's reference), so this is the method whose task trained it.
-        config["method"] = trained_by
+    # A static run's spec names no method, and its record may serve several (stratified's run is
+    # also DoReMi's reference), so the method is the one whose task trained it.
+    method = spec.method if spec.method is not None else trained_by
+    if isinstance(method, str):
+        method = {"name": method}
+    if method is not None:
+        config["method"] = str(method.get("name"))
     for group in ("model", "train"):
         for key, value in getattr(spec, group).items():
             if isinstance(value, (bool, int, float, str)):
                 config[f"{group}.{key}"] = value
-    # An online run's method settings, which tell the members of a sweep over them apart.
-    for key, value in (spec.method or {}).items():
+    # The method's settings, which tell the members of a sweep over them apart.
+    for key, value in (method or {}).items():
         if key != "name" and isinstance(value, (bool, int, float, str)):
             config[f"method.{key}"] = value
         elif key != "name" and isinstance(value, (list, tuple, dict)):

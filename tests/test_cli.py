@@ -223,6 +223,8 @@ def test_unknown_top_level_key_gets_a_suggestion(tmp_path):
     assert "did you mean method?" not in result.stderr
     assert "methd is not a setting of mixbench benchmark. If you meant method:" in result.stderr
     assert "write 'experiment.methods=[doremi]'" in result.stderr
+    result = mixbench("benchmark", "methd=[doremi,odm]", cwd=tmp_path)
+    assert "write 'experiment.methods=[doremi,odm]', and give doremi's settings" in result.stderr
     # laws composes no method group, so method is not offered.
     result = mixbench("laws", "methd=doremi", cwd=tmp_path)
     assert result.returncode == 2

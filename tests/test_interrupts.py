@@ -107,3 +107,22 @@ def test_submitit_members_stop_with_launcher(plugin_dir):
     for log in logs:
         assert "mixbench: interrupted." in log.read_text()
     assert not (plugin_dir / "results" / "sim" / "methods").exists()
+
+
+def test_interrupt_during_sweep_check_exits_cleanly(monkeypatch, capsys):
+    from mixbench import cli, sweep_check
+
+    def interrupted(command, arguments):
+        raise KeyboardInterrupt
+
+    # Ctrl-C while the command checks the sweep, before Hydra starts: the usual line and status, no traceback.
+    monkeypatch.setattr(sweep_check, "sweep_error", interrupted)
+    # main() sets sys.argv for Hydra and installs a SIGTERM handler; both are restored afterwards.
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        status = cli.main(["run", "-m", "method=stratified,natural", "experiment=sim"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert status == 130
+    assert "mixbench: interrupted." in capsys.readouterr().err

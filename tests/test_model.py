@@ -69,7 +69,7 @@ def test_bf16_causal_masking_kept():
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
     ("attention", "eagr", r"unknown attention implementation 'eagr'\. Did you mean 'eager'\?"),
-    ("attention", None, r"unknown attention implementation 'None'"),
+    ("attention", None, r"model.attention=null is invalid; set model.attention to one of sdpa, eager"),
     ("activation", "gelux", r"unknown activation function 'gelux'\. Did you mean 'gelu'"),
 ])
 def test_unknown_attention_or_activation_rejected(key, value, expected):
@@ -83,11 +83,16 @@ def test_flash_attention_needs_package(monkeypatch):
         model_config(dict(SETTINGS, family="gpt2", attention="flash_attention_2"), VOCAB)
 
 
-def test_activation_of_other_family_warned_once(monkeypatch, caplog):
+def test_activation_left_out_where_unread(monkeypatch, caplog):
     monkeypatch.setattr(model_module, "_warned_activation", set())
-    with caplog.at_level(logging.WARNING, logger="mixbench.train.model"):
-        for _ in range(2):
-            config = model_config(dict(SETTINGS, family="llama", activation="gelu_pytorch_tanh"), VOCAB)
-    assert config.hidden_act == "silu"
-    warnings = [record.getMessage() for record in caplog.records]
-    assert warnings == ["model.activation=gelu_pytorch_tanh applies to the gpt2 family only; llama models use silu."]
+    settings = dict(SETTINGS, family="llama", activation="gelu_pytorch_tanh")
+    with caplog.at_level(logging.INFO, logger="mixbench.train.model"):
+        kept = [model_module.family_settings(settings) for _ in range(2)]
+    # llama reads no activation setting, so it leaves the settings (and the run id); gpt2 keeps it.
+    assert kept == [dict(SETTINGS, family="llama")] * 2
+    assert model_config(kept[0], VOCAB).hidden_act == "silu"
+    assert [record.getMessage() for record in caplog.records] == [
+        "model.activation=gelu_pytorch_tanh is read by the gpt2 family only; llama models use silu, so it is left out of "
+        "the run's settings."]
+    gpt2 = dict(SETTINGS, family="gpt2", activation="gelu_new")
+    assert model_module.family_settings(gpt2) == gpt2

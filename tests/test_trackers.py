@@ -90,13 +90,14 @@ def test_resumed_tensorboard_run_purges_later_steps(tmp_path):
     events = EventAccumulator(str(tmp_path / "final-x"))
     events.Reload()
     assert [event.step for event in events.Scalars("val/mean")] == list(range(1, 13))
-    # The resumed writer marks the restart at step 9, so that every reader drops the older steps 9 and 10.
+    # Each writer marks where it starts: step 1 for a fresh run (which replaces an earlier run that
+    # had no checkpoint) and step 9 after the resume, so that every reader drops the older steps 9 and 10.
     starts = []
     for path in sorted((tmp_path / "final-x").glob("events.out.tfevents.*")):
         for event in EventFileLoader(str(path)).Load():
             if event.HasField("session_log") and event.session_log.status == SessionLog.START:
                 starts.append(event.step)
-    assert starts == [9]
+    assert starts == [1, 9]
 
 
 def test_interrupted_wandb_run_marked_failed():
@@ -227,6 +228,8 @@ def test_tracked_runs_name_their_method(small_corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "open_run_tracker", capture)
     setting = setting_with(small_corpus, trackers=["tensorboard"], tracker_dir=str(tmp_path / "tb"))
-    run_method({"name": "doremi"}, setting, RunStore(tmp_path / "results"), seed=0)
+    run_method({"name": "doremi", "eta": 0.5}, setting, RunStore(tmp_path / "results"), seed=0)
     assert [config["role"] for config in logged] == ["reference", "proxy", "final"]
     assert [config["method"] for config in logged] == ["doremi"] * 3
+    # The static reference and final runs carry the method's settings too, so a sweep's runs tell apart.
+    assert [config["method.eta"] for config in logged] == [0.5] * 3

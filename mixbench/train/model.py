@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 FAMILIES = ("gpt2", "llama", "neox")
 # Attention implementations a model can be built with. flash_attention_2 needs the flash-attn package and a CUDA GPU.
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
-# The activation each family uses; model.activation sets GPT-2's only.
+# The activation of each family that does not read model.activation (GPT-2 reads it).
 FAMILY_ACTIVATIONS = {"llama": "silu", "neox": "gelu"}
 _warned_activation = set()
 
@@ -89,6 +89,8 @@ def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
 
 def check_attention(attention) -> None:
     """Raise ConfigError for an attention implementation that cannot build the model here."""
+    if attention is None:
+        raise ConfigError(f"model.attention=null is invalid; set model.attention to one of {', '.join(ATTENTIONS)}.")
     if attention not in ATTENTIONS:
         raise unknown_name_error("attention implementation", str(attention), ATTENTIONS, "Set model.attention to one of them.")
     if attention == "flash_attention_2":
@@ -100,18 +102,32 @@ def check_attention(attention) -> None:
 
 
 def _checked_activation(family: str, activation) -> str | None:
-    """Return model.activation after checking its name; warn once where the family does not use it."""
+    """Return model.activation after checking its name."""
     from transformers.activations import ACT2FN
 
     if activation is None:
         return None
     if activation not in ACT2FN:
         raise unknown_name_error("activation function", str(activation), sorted(ACT2FN), "Set model.activation to one of them.")
-    own = FAMILY_ACTIVATIONS.get(family)
-    if own is not None and activation != own and (family, activation) not in _warned_activation:
-        _warned_activation.add((family, activation))
-        log.warning("model.activation=%s applies to the gpt2 family only; %s models use %s.", activation, family, own)
     return str(activation)
+
+
+def family_settings(settings: dict) -> dict:
+    """Return model settings without `activation` where the family does not read it (llama, neox).
+
+    Runs that differ only in a setting their model ignores then share one run id. The model
+    config files set GPT-2's activation, so this is logged once per family and activation.
+    """
+    family = settings.get("family", "gpt2")
+    own = FAMILY_ACTIVATIONS.get(family)
+    if own is None or settings.get("activation") is None:
+        return settings
+    activation = settings["activation"]
+    if (family, activation) not in _warned_activation:
+        _warned_activation.add((family, activation))
+        log.info("model.activation=%s is read by the gpt2 family only; %s models use %s, so it is left out of the run's settings.",
+                 activation, family, own)
+    return {key: value for key, value in settings.items() if key != "activation"}
 
 
 # The name under which `model.attention=sdpa` is registered with transformers.
