@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         entry = hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")(_guarded(task))
     except KeyboardInterrupt:
         # Interrupted while loading or checking, before anything trained.
-        return _interrupted_launcher(command, overrides)
+        return _report_interrupt(command)
     try:
         entry()
         _leave_process_group(finished=True)
     except KeyboardInterrupt:
         # Members that run in this process report an interrupt themselves; this one reached a launcher's wait.
         _leave_process_group(finished=False)
-        return _interrupted_launcher(command, overrides)
+        return _report_interrupt(command)
     except SystemExit as exit:
         _leave_process_group(finished=False)
         # Hydra exits with 1 when the config cannot be composed; a misspelt key then gets a suggestion.
@@ -520,11 +520,13 @@ def _member_processes() -> list[int]:
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - descendants
         descendants |= frontier
-    return sorted(pid for pid in descendants if pid not in set(parents[other] for other in descendants))
+    with_children = {parents[pid] for pid in descendants}
+    return sorted(descendants - with_children)
 
 
-def _interrupted_launcher(command: str, overrides: list[str]) -> int:
-    """Stop a parallel sweep's members after Ctrl-C or SIGTERM reached the launching process; return the exit status.
+def _report_interrupt(command: str) -> int:
+    """Handle Ctrl-C or SIGTERM that reached this process outside a task: stop any sweep members,
+    report the interrupt and return the exit status.
 
     Hydra's joblib and submitit launchers run members in child processes. SIGTERM sent to this
     process alone would leave them training, so they get SIGINT, as from Ctrl-C in a terminal:
@@ -534,13 +536,17 @@ def _interrupted_launcher(command: str, overrides: list[str]) -> int:
         for member in _member_processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGINT)
-    key = "training" if command == "laws" else "train"
+    _print_interrupted("training" if command == "laws" else "train")
+    return 128 + int(_signal_received)
+
+
+def _print_interrupted(key: str) -> None:
+    """Print the interrupt line; `key` is the group that holds checkpoint_every (train, or training in law sweeps)."""
     print(
         "mixbench: interrupted. Finished runs are kept; run the same command again to resume the others "
         f"from their last checkpoint ({key}.checkpoint_every).",
         file=sys.stderr,
     )
-    return 128 + int(_signal_received)
 
 
 def _tag_sweep_member_lines(cfg) -> None:
@@ -596,12 +602,7 @@ def _guarded(task):
                 # joblib's members share the launcher's terminal, and the launcher reports the interrupt once.
                 sys.exit(128 + int(_signal_received))
             # A law sweep keeps its training settings under `training`, and every other command under `train`.
-            key = "training" if "training" in cfg else "train"
-            print(
-                "mixbench: interrupted. Finished runs are kept; run the same command again to resume the others "
-                f"from their last checkpoint ({key}.checkpoint_every).",
-                file=sys.stderr,
-            )
+            _print_interrupted("training" if "training" in cfg else "train")
             sys.exit(128 + int(_signal_received))
 
     wrapper.__name__ = task.__name__

@@ -5,8 +5,8 @@ members before it have trained. The members are expanded as Hydra's basic sweepe
 (its override parser, sweeper params first, the cartesian product of the swept keys), and each
 member's config is composed with the compose API. `mixbench run` and `mixbench benchmark` then
 build their methods and check the training settings and each method's settings in the member's
-setting. On the corpus that needs the prepared corpus (its domains and token counts), which is
-built here once per data setting when it is missing.
+setting. For a corpus member, that needs the prepared corpus (its domains and token counts), which
+is built here once per data setting when it is missing.
 """
 
 import itertools
