@@ -541,7 +541,7 @@ def _report_interrupt(command: str) -> int:
 
 
 def _print_interrupted(key: str) -> None:
-    """Print the interrupt line; `key` is the group that holds checkpoint_every (train, or training in law sweeps)."""
+    """Print the interrupt line; `key` is the group that contains checkpoint_every (train, or training in law sweeps)."""
     print(
         "mixbench: interrupted. Finished runs are kept; run the same command again to resume the others "
         f"from their last checkpoint ({key}.checkpoint_every).",

@@ -164,9 +164,11 @@ def _flat_config(spec, trained_by: dict | str | None = None) -> dict:
                 config[f"{group}.{key}"] = value
     # The method's settings, which tell the members of a sweep over them apart.
     for key, value in (method or {}).items():
-        if key != "name" and isinstance(value, (bool, int, float, str)):
+        if key == "name":
+            continue
+        if isinstance(value, (bool, int, float, str)):
             config[f"method.{key}"] = value
-        elif key != "name" and isinstance(value, (list, tuple, dict)):
+        elif isinstance(value, (list, tuple, dict)):
             config[f"method.{key}"] = json.dumps(value, sort_keys=True)
     data = spec.data or {}
     for key in ("name", "fingerprint", "tokenizer"):

@@ -84,13 +84,13 @@ def test_flash_attention_needs_package(monkeypatch):
 
 
 def test_activation_left_out_where_unread(monkeypatch, caplog):
-    monkeypatch.setattr(model_module, "_warned_activation", set())
+    monkeypatch.setattr(model_module, "_logged_activation", set())
     settings = dict(SETTINGS, family="llama", activation="gelu_pytorch_tanh")
     with caplog.at_level(logging.INFO, logger="mixbench.train.model"):
-        kept = [model_module.family_settings(settings) for _ in range(2)]
+        stripped = [model_module.family_settings(settings) for _ in range(2)]
     # llama reads no activation setting, so it leaves the settings (and the run id); gpt2 keeps it.
-    assert kept == [dict(SETTINGS, family="llama")] * 2
-    assert model_config(kept[0], VOCAB).hidden_act == "silu"
+    assert stripped == [dict(SETTINGS, family="llama")] * 2
+    assert model_config(stripped[0], VOCAB).hidden_act == "silu"
     assert [record.getMessage() for record in caplog.records] == [
         "model.activation=gelu_pytorch_tanh is read by the gpt2 family only; llama models use silu, so it is left out of "
         "the run's settings."]

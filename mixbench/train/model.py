@@ -16,7 +16,7 @@ FAMILIES = ("gpt2", "llama", "neox")
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 # The activation of each family that does not read model.activation (GPT-2 reads it).
 FAMILY_ACTIVATIONS = {"llama": "silu", "neox": "gelu"}
-_warned_activation = set()
+_logged_activation = set()
 
 
 def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
@@ -33,7 +33,7 @@ def model_config(settings: dict, vocab_size: int) -> PretrainedConfig:
     context = int(settings["context"])
     dropout = float(settings.get("dropout", 0.0))
     check_attention(settings.get("attention", "sdpa"))
-    activation = _checked_activation(family, settings.get("activation"))
+    activation = _checked_activation(settings.get("activation"))
     if family == "gpt2":
         return GPT2Config(
             vocab_size=vocab_size,
@@ -101,7 +101,7 @@ def check_attention(attention) -> None:
                               "machine lacks one of them; set model.attention=sdpa.")
 
 
-def _checked_activation(family: str, activation) -> str | None:
+def _checked_activation(activation) -> str | None:
     """Return model.activation after checking its name."""
     from transformers.activations import ACT2FN
 
@@ -123,8 +123,8 @@ def family_settings(settings: dict) -> dict:
     if own is None or settings.get("activation") is None:
         return settings
     activation = settings["activation"]
-    if (family, activation) not in _warned_activation:
-        _warned_activation.add((family, activation))
+    if (family, activation) not in _logged_activation:
+        _logged_activation.add((family, activation))
         log.info("model.activation=%s is read by the gpt2 family only; %s models use %s, so it is left out of the run's settings.",
                  activation, family, own)
     return {key: value for key, value in settings.items() if key != "activation"}
