@@ -28,16 +28,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mixbench.cli import (
-    CONF_DIR,
-    experiment_folder_hint,
-    has_config,
-    method_without_config,
-    misspelt_keys,
-    quiet_hydra_migration_warning,
-    unknown_choices,
-)
+from mixbench.config_files import CONF_DIR, has_config, quiet_hydra_migration_warning
 from mixbench.errors import ConfigError
+from mixbench.override_hints import experiment_folder_hint, method_without_config, misspelt_keys, unknown_choices
 
 COMMAND_NAMES = ("prepare", "run", "benchmark", "table", "laws", "figures")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from mixbench.config_files import CONF_DIR
 from mixbench.engine import run_method, save_method_result, setting_identity, setting_label
 from mixbench.errors import ConfigError, MixbenchError, RunFailedError, unknown_name_error
 from mixbench.method import available_methods, build_method, get_method_class
@@ -28,7 +29,6 @@ log = logging.getLogger("mixbench")
 # train.eval_tokens or train.test_tokens request gets a warning.
 EVAL_WINDOW_SHORTFALL = 4
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The results_dir of every command's config file; a suggested command names any other folder.
 DEFAULT_RESULTS_DIR = "results"
 

@@ -5,7 +5,7 @@ import importlib.util
 
 import yaml
 
-from mixbench.cli import CONF_DIR, config_folders, group_options, searchpath_overrides
+from mixbench.config_files import CONF_DIR, config_folders, group_options, searchpath_overrides
 
 GROUP = "hydra/launcher"
 SLURM_INSTALL = 'pip install -e ".[slurm]"'

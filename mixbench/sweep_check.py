@@ -44,7 +44,7 @@ def sweep_error(command: str, arguments: list[str]) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from mixbench.cli import CONF_DIR
+    from mixbench.config_files import CONF_DIR
 
     items = [item for item in arguments if "=" in item and not item.startswith("-")]
     _corpora.clear()
