@@ -79,7 +79,20 @@ def command_help(command: str, overrides: list[str] = ()) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run `mixbench <command> [overrides]`; without `argv` (the installed command), read sys.argv."""
+    if argv is not None:
+        return run_command(list(argv))
+    try:
+        return run_command(sys.argv[1:])
+    finally:
+        # The command is over and its results are saved. Python then frees torch's memory and
+        # threads for a second or two with the default SIGINT action, so Ctrl-C there would end
+        # the process with status -2 and no message; the rest of shutdown ignores it instead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one command line (without the program name) and return its exit status."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

@@ -126,3 +126,22 @@ def test_interrupt_during_sweep_check_exits_cleanly(monkeypatch, capsys):
         signal.signal(signal.SIGTERM, previous)
     assert status == 130
     assert "mixbench: interrupted." in capsys.readouterr().err
+
+
+def test_ctrl_c_after_the_command_finished_is_ignored():
+    # A Ctrl-C after the command returned (while Python frees torch during shutdown) must neither
+    # kill the process nor print a traceback: the results are already saved.
+    script = (
+        "import os, signal, sys, time\n"
+        "from mixbench.cli import main\n"
+        "sys.argv = ['mixbench', '--help']\n"
+        "status = main()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.2)\n"
+        "print('shutdown went on')\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "shutdown went on" in done.stdout
+    assert "Traceback" not in done.stderr
