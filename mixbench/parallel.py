@@ -16,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from mixbench import engine
 from mixbench.engine import failed_method_result, run_method, save_method_result
 
@@ -120,6 +122,9 @@ def _start_worker(parent: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="mixbench-orphan-check").start()
     # Several workers share one terminal, so progress bars are off and each line names its task.
     engine.SHOW_PROGRESS = False
+    # tqdm otherwise creates a multiprocessing lock, a named semaphore that a worker ended by
+    # Ctrl-C or SIGTERM never releases, and Python's resource tracker then warns that it leaked.
+    tqdm.set_lock(threading.RLock())
     handler = logging.StreamHandler()
     handler.addFilter(_TAG)
     handler.setFormatter(logging.Formatter(f"{LOG_FORMAT} [%(task)s]", datefmt="%H:%M:%S"))
