@@ -322,6 +322,62 @@ def test_truncated_parquet_names_file(tmp_path):
         prepare_corpus(folder_config(root, tmp_path / "cache"))
 
 
+def test_damaged_parquet_names_file(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    root = tmp_path / "domains"
+    (root / "tables").mkdir(parents=True)
+    table = pyarrow.table({"text": [f"row number {i} " * 30 for i in range(200)]})
+    parquet.write_table(table, root / "tables" / "data.parquet", compression="snappy")
+    # Overwrite bytes inside the compressed column data: pyarrow then raises a plain OSError.
+    data = bytearray((root / "tables" / "data.parquet").read_bytes())
+    data[len(data) // 5: len(data) // 5 + 200] = bytes(range(200))
+    (root / "tables" / "data.parquet").write_bytes(bytes(data))
+
+    with pytest.raises(DataError, match=r"data.parquet is not a readable Parquet file .*damaged"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_hf_disk_cut_short_arrow_file_raises(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"domain": ["news"] * 300 + ["code"] * 300,
+            "text": [f"news story {i} " * 20 for i in range(300)] + [f"x = {i} " * 20 for i in range(300)]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
+    arrow = next((tmp_path / "saved").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+
+    config = {"source": "hf_disk", "path": str(tmp_path / "saved"), "cache_dir": str(tmp_path / "c")}
+    with pytest.raises(DataError, match=r"cannot be read .*cut short or damaged. Save the dataset again"):
+        prepare_corpus(config)
+
+
+def test_file_name_not_utf8_raises(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two", "three"])
+    # Linux file names are bytes; this one is Latin-1 "café.txt".
+    with open(bytes(root / "prose") + b"/caf\xe9.txt", "wb") as file:
+        file.write(b"text")
+
+    with pytest.raises(DataError, match=r"file name .*caf.* is not valid UTF-8.*Rename the file"):
+        prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+
+def test_byte_order_marks_are_dropped(tmp_path):
+    root = tmp_path / "domains"
+    write_txt_domain(root, "prose", ["one", "two"])
+    (root / "prose" / "marked.txt").write_bytes("\ufeffmarked text".encode("utf-8"))
+    (root / "records").mkdir()
+    lines = ['{"text": "first record"}', '{"text": "second record"}', '{"text": "third record"}']
+    (root / "records" / "a.jsonl").write_bytes("\ufeff".encode("utf-8") + "\n".join(lines).encode("utf-8"))
+
+    corpus = prepare_corpus(folder_config(root, tmp_path / "cache"))
+
+    prose = sum((decoded_documents(corpus, "prose", s) for s in ("train", "val", "test")), [])
+    records = sum((decoded_documents(corpus, "records", s) for s in ("train", "val", "test")), [])
+    assert sorted(prose) == ["marked text", "one", "two"]
+    assert sorted(records) == ["first record", "second record", "third record"]
+
+
 def test_binary_txt_file_raises(tmp_path):
     root = tmp_path / "domains"
     write_txt_domain(root, "prose", ["one", "two", "three"])
@@ -392,15 +448,22 @@ def test_too_few_documents_names_domain(tmp_path):
         prepare_corpus(folder_config(root, tmp_path / "cache"))
 
 
-def test_byte_cap_takes_whole_documents(tmp_path):
+def test_byte_cap_takes_whole_documents(tmp_path, caplog):
     root = tmp_path / "domains"
     write_txt_domain(root, "capped", ["x" * 100 for _ in range(20)])
+    write_txt_domain(root, "whole", ["y" * 100 for _ in range(5)])
 
-    corpus = prepare_corpus(folder_config(root, tmp_path / "cache", max_bytes_per_domain=1050))
+    with caplog.at_level("WARNING", logger="mixbench.data"):
+        corpus = prepare_corpus(folder_config(root, tmp_path / "cache", max_bytes_per_domain=1050))
 
     info = corpus.metadata["domains"]["capped"]
     assert info["documents"] == 10
     assert info["bytes"] == 1000
+    # The dropped documents are reported with the setting that keeps them; a domain under the cap is not.
+    capped = [r.getMessage() for r in caplog.records if "max_bytes_per_domain=1050 keeps" in r.getMessage()]
+    assert len(capped) == 1
+    assert "domain capped" in capped[0] and "10 of its 20 documents" in capped[0]
+    assert "max_bytes_per_domain=null" in capped[0]
 
 
 def test_prepare_warns_about_skewed_splits(tmp_path, caplog):

@@ -6,6 +6,7 @@ Supported files in a domain folder (searched recursively, hidden files skipped):
 - `.parquet`: one document per row of the text column (needs pyarrow).
 """
 
+import codecs
 import gzip
 import json
 import logging
@@ -72,6 +73,8 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
             f"cannot load a dataset from data.path {settings.path}: {reason}. Point it to a "
             "directory written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."
         ) from error
+    except OSError as error:
+        raise _damaged_dataset(settings.path, error) from None
 
     if hasattr(dataset, "keys"):  # a DatasetDict: every split's rows are read
         parts = [(name, dataset[name]) for name in sorted(dataset)]
@@ -91,7 +94,10 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
                     f"the dataset at {settings.path} has no column {column!r}; its columns are "
                     f"{part.column_names}. Set data.domain_column and data.text_column."
                 )
-        _group_rows_by_domain(part_name, part, settings, by_domain)
+        try:
+            _group_rows_by_domain(part_name, part, settings, by_domain)
+        except OSError as error:
+            raise _damaged_dataset(settings.path, error) from None
 
     available = sorted(by_domain)
     domains = settings.domains or tuple(available)
@@ -107,6 +113,14 @@ def load_hf_disk_domains(settings: DataSettings) -> dict[str, tuple[list[Documen
             domain, by_domain[domain], settings.max_bytes_per_domain, f"dataset {settings.path}"
         )
     return loaded
+
+
+def _damaged_dataset(path: Path, error: OSError) -> DataError:
+    # pyarrow reports a cut-short or damaged .arrow file as an OSError.
+    return DataError(
+        f"the dataset at data.path {path} cannot be read ({str(error).rstrip('.')}): one of its "
+        ".arrow files is cut short or damaged. Save the dataset again with `save_to_disk`."
+    )
 
 
 def _group_rows_by_domain(
@@ -179,12 +193,20 @@ def _finish_domain(
             f"domain {domain!r} ({source}) {reason}: found {len(documents)} document(s). Add "
             "non-empty documents, or leave the domain out of data.domains."
         )
+    kept_bytes = sum(len(d.text.encode("utf-8")) for d in capped)
+    total_bytes = sum(len(d.text.encode("utf-8")) for d in documents)
+    if kept_bytes < total_bytes:
+        logger.warning(
+            "domain %s (%s): data.max_bytes_per_domain=%d keeps %d of its %d documents (%.1f of %.1f MB, "
+            "whole documents in a fixed pseudo-random order); set data.max_bytes_per_domain=null to keep all.",
+            domain, source, max_bytes, len(capped), len(documents), kept_bytes / 1e6, total_bytes / 1e6,
+        )
     info = {
         "source": source,
         "licence": "as provided by the user",
         "package_versions": {},
         "documents": len(capped),
-        "bytes": sum(len(d.text.encode("utf-8")) for d in capped),
+        "bytes": kept_bytes,
         "sha256": documents_digest(capped),
     }
     return capped, info
@@ -198,6 +220,13 @@ def _read_domain_folder(folder: Path, text_column: str) -> list[Document]:
     )  # fmt: skip
     for path in files:
         relative = path.relative_to(folder).as_posix()
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"the file name {str(path)!r} is not valid UTF-8 (document ids are made from file "
+                "names). Rename the file, for example with `convmv -f latin1 -t utf-8`."
+            ) from None
         name = path.name.lower()
         if name.endswith(".txt"):
             text = _decode_text_file(path)
@@ -225,6 +254,8 @@ def _decode_text_file(path: Path) -> str:
             "text. Remove it from the domain folder or rename it to start with '.' to skip it. "
             "If it is UTF-16 text, convert it with `iconv -f utf-16 -t utf-8`."
         )
+    # A byte-order mark at the start is not text.
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -255,6 +286,9 @@ def _read_jsonl(path: Path, relative: str, text_column: str) -> Iterator[Documen
 
 def _parse_jsonl(file: BinaryIO, path: Path, relative: str, text_column: str) -> Iterator[Document]:
     for line_number, raw_line in enumerate(file, start=1):
+        if line_number == 1:
+            # A byte-order mark may start the file; it is not part of the first record.
+            raw_line = raw_line.removeprefix(codecs.BOM_UTF8)
         try:
             line = raw_line.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -299,10 +333,11 @@ def _read_parquet(path: Path, relative: str, text_column: str) -> Iterator[Docum
                 "Set data.text_column."
             )
         texts = parquet.read_table(path, columns=[text_column]).column(text_column).to_pylist()
-    except pyarrow.ArrowException as error:
+    except (pyarrow.ArrowException, OSError) as error:
+        # A cut-short file raises ArrowInvalid, damaged compressed pages a plain OSError.
         raise DataError(
             f"{path} is not a readable Parquet file ({str(error).rstrip('.')}). Write the file "
-            "again if it is truncated, or remove it from the domain folder."
+            "again if it is truncated or damaged, or remove it from the domain folder."
         ) from None
     for row, text in enumerate(texts):
         if not isinstance(text, str):
