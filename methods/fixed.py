@@ -9,8 +9,8 @@ from mixbench.simplex import mixture_from_setting
 
 # The command-line forms of this method's settings, for messages. A benchmark's default
 # method_overrides have no entry for fixed, so the entry is added with a leading +.
-WHERE = ("with mixbench run as method.mixture=[...] and method.normalize=true, in a benchmark as "
-         "'+experiment.method_overrides.fixed={mixture: [...], normalize: true}'")
+WHERE = ("with mixbench run as method.mixture=[...] (and method.normalize=true to rescale weights that do not sum "
+         "to 1), in a benchmark as '+experiment.method_overrides.fixed={mixture: [...]}' (and normalize: true)")
 
 
 @register
@@ -32,6 +32,11 @@ class Fixed(StaticMethod):
 
     def optimize(self, context: MethodContext) -> np.ndarray:
         return self.resolve(context.domains)
+
+    def run_params(self, context: MethodContext) -> dict:
+        # A list and a {domain: weight} mapping of the same weights train one run, and so do weights
+        # that normalize to them: all are the one mixture vector, already normalized.
+        return {"mixture": self.resolve(context.domains).tolist(), "normalize": False}
 
     def resolve(self, domains: tuple[str, ...]) -> np.ndarray:
         """Return the configured mixture as a vector over `domains`, validated."""

@@ -40,14 +40,17 @@ def validate_mixture(
         )
     if not np.all(np.isfinite(p)):
         bad = [names[j] for j in np.flatnonzero(~np.isfinite(p))]
-        raise MixtureError(f"{name} {p.tolist()} has a NaN or infinite weight for {', '.join(bad)}.")
+        raise MixtureError(
+            f"{name} {p.tolist()} has a NaN or infinite weight for {', '.join(bad)}. Give every domain a finite "
+            "weight >= 0, and 0 to leave it out."
+        )
     if np.any(p < 0):
         bad = [f"{names[j]}={p[j]:g}" for j in np.flatnonzero(p < 0)]
         raise MixtureError(f"{name} has negative weights ({', '.join(bad)}); weights must be >= 0.")
     total = float(p.sum())
+    if total <= 0:
+        raise MixtureError(f"{name} {p.tolist()} has no positive weight. Give at least one domain a weight above 0.")
     if normalize:
-        if total <= 0:
-            raise MixtureError(f"{name} {p.tolist()} sums to 0 and cannot be normalised.")
         return p / total
     if abs(total - 1.0) > SUM_TOLERANCE:
         weights = ", ".join(f"{domain}={weight:g}" for domain, weight in zip(names, p))
@@ -86,7 +89,13 @@ def mixture_from_setting(
 
 
 def _weights_from_mapping(weights, domains: Sequence[str], name: str) -> list[float]:
-    unknown = [str(key) for key in weights if key not in domains]
+    # Keys are matched as text: YAML reads a domain named 2023 in {2023: 0.5} as a number.
+    keys = [str(key) for key in weights]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise MixtureError(f"{name} names domain {repeated[0]!r} twice. Give each domain one weight.")
+    weights = dict(zip(keys, weights.values()))
+    unknown = [key for key in keys if key not in domains]
     if unknown:
         described = []
         for key in unknown:

@@ -221,3 +221,17 @@ def test_failed_benchmark_error_carries_rows(tmp_path):
     assert rows["test_api_crashing"]["status"] == "failed"
     assert rows["stratified"]["status"] == "ok"
     assert rows == {row["method"]: row for row in api.table(experiment="sim", results_dir=tmp_path)}
+
+
+def test_fixed_mixture_as_list_or_mapping_is_one_row(tmp_path):
+    results = tmp_path / "results"
+    short = ["sim.steps=40", "sim.eval_every=20", "sim.warmup_steps=4"]
+    forms = [{"mixture": [0.5, 0.5, 0, 0, 0]}, {"mixture": {"d0": 0.5, "d1": 0.5}},
+             {"mixture": [2, 2, 0, 0, 0], "normalize": True}]
+    runs = {api.run(experiment="sim", method={"name": "fixed", **form}, results_dir=results, overrides=short).final["id"]
+            for form in forms}
+
+    # The three forms give one mixture and so one run, one stored result and one table row.
+    assert len(runs) == 1
+    assert [path.name for path in (results / "sim" / "methods").iterdir()] == ["fixed-seed0.json"]
+    assert [row["method"] for row in api.table(experiment="sim", results_dir=results) if row["method"].startswith("fixed")] == ["fixed"]

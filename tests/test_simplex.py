@@ -286,8 +286,27 @@ def test_mixture_mapping_rejects_non_number(weight):
 
 
 def test_mixture_mapping_nan_weight_is_named():
-    with pytest.raises(MixtureError, match="NaN or infinite weight for legal"):
+    with pytest.raises(MixtureError, match="NaN or infinite weight for legal. Give every domain a finite weight"):
         mixture_from_setting({"legal": float("nan"), "prose": 1.0}, DOMAINS, name="m")
+
+
+def test_mixture_mapping_matches_numeric_domain_names_as_text():
+    # YAML reads {2023: 0.25} with a number as the key; the domains are folder or column names, so text.
+    mixture = mixture_from_setting({2023: 0.25, "2024": 0.75}, ("2023", "2024"), name="m")
+
+    assert mixture.tolist() == [0.25, 0.75]
+    with pytest.raises(MixtureError, match="names domain '2023' twice"):
+        mixture_from_setting({2023: 0.25, "2023": 0.75}, ("2023", "2024"), name="m")
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("value", [[0, 0, 0], {}])
+def test_mixture_without_positive_weight_says_so(value, normalize):
+    # Normalizing cannot help here, so the message does not suggest it.
+    with pytest.raises(MixtureError, match=r"has no positive weight. Give at least one domain") as raised:
+        mixture_from_setting(value, DOMAINS, name="m", normalize=normalize, normalize_setting="m.normalize=true")
+
+    assert "normalize" not in str(raised.value)
 
 
 def test_mixture_mapping_suggests_close_domain():
