@@ -194,7 +194,7 @@ def test_bpe_even_domains_do_not_warn(folder_corpus, caplog):
     with caplog.at_level("WARNING", logger="mixbench.data"):
         prepare_corpus({**config, "tokenizer": {"kind": "bpe", "vocab_size": 300}})
 
-    assert not [record for record in caplog.records if "BPE tokenizer" in record.getMessage()]
+    assert not [record for record in caplog.records if "BPE" in record.getMessage()]
 
 
 def test_prepare_warns_about_few_evaluation_windows(tmp_path, caplog):
@@ -260,6 +260,25 @@ def test_hf_tokenizer_missing_directory_raises(folder_corpus, tmp_path):
     _, config = folder_corpus
     with pytest.raises(ConfigError, match="is not a directory"):
         prepare_corpus({**config, "tokenizer": {"kind": "hf", "path": str(tmp_path / "none")}})
+
+
+def test_hf_tokenizer_folder_without_tokenizer_files_raises(folder_corpus, tmp_path):
+    root, config = folder_corpus
+    # A folder that exists but contains text files, such as the corpus folder itself.
+    with pytest.raises(ConfigError, match=r"contains no tokenizer file \(tokenizer.json, .*save_pretrained"):
+        prepare_corpus({**config, "tokenizer": {"kind": "hf", "path": str(root)}})
+
+
+def test_bpe_vocabulary_below_the_requested_size_warns(folder_corpus, caplog):
+    _, config = folder_corpus
+
+    with caplog.at_level("WARNING", logger="mixbench.data"):
+        corpus = prepare_corpus({**config, "tokenizer": {"kind": "bpe", "vocab_size": 60000}})
+
+    assert corpus.vocab_size < 60000
+    warnings = [r.getMessage() for r in caplog.records if "BPE vocabulary" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"has {corpus.vocab_size} tokens, fewer than data.tokenizer.vocab_size=60000" in warnings[0]
 
 
 def test_encode_decode_round_trip(folder_corpus):

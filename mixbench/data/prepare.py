@@ -170,6 +170,14 @@ def _resolve_tokenizer(settings: DataSettings, loaded: dict, splits: dict):
         logger.warning("%s", warning)
     sample = equal_bytes_sample(train, settings.tokenizer.sample_bytes_per_domain)
     tokenizer = train_bpe(sample, settings.tokenizer.vocab_size)
+    if tokenizer.vocab_size < settings.tokenizer.vocab_size:
+        # BPE stops merging when no pair of tokens occurs at least twice (min_frequency) in the sample.
+        logger.warning(
+            "the trained BPE vocabulary has %d tokens, fewer than data.tokenizer.vocab_size=%d: the sample of %d bytes "
+            "per domain has no more pairs to merge. A larger data.tokenizer.sample_bytes_per_domain or more text "
+            "per domain gives more.", tokenizer.vocab_size, settings.tokenizer.vocab_size,
+            sum(len(text.encode()) for text in next(iter(sample.values()))),
+        )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, tokenizer.save_string().encode("utf-8"))
     logger.info(

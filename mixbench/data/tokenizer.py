@@ -187,11 +187,16 @@ class HfTokenizer:
             )
         from transformers import AutoTokenizer
 
+        if not any((directory / name).is_file() for name in HF_TOKENIZER_FILES):
+            raise ConfigError(
+                f"tokenizer.path {directory} contains no tokenizer file ({', '.join(HF_TOKENIZER_FILES)}). Point it "
+                "to a folder saved with `save_pretrained`."
+            )
         try:
             self._backend = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         except (OSError, ValueError) as error:
             raise ConfigError(
-                f"cannot load a Hugging Face tokenizer from {directory}: {error}. Point "
+                f"cannot load a Hugging Face tokenizer from {directory}: {str(error).rstrip('.')}. Point "
                 "tokenizer.path to a folder saved with `save_pretrained`."
             ) from error
         self._directory = directory
