@@ -9,6 +9,7 @@ Run from the repository root: python -m paper_figures.law_predictions --experime
 
 import csv
 import logging
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,14 @@ def _draw_law(ax, rows: list[dict], colors: dict, markers: dict) -> None:
     """
     actual = np.array([row["actual"] for row in rows])
     predicted = np.array([row["predicted"] for row in rows])
-    for row in rows:
-        ax.scatter(row["actual"], row["predicted"], color=colors[row["target"]], marker=markers[row["test_set"]], s=18)
+    # Later points cover earlier ones, so the points are drawn in row order: one scatter call per
+    # block of consecutive rows that share a target and a test set. A predictions file lists the
+    # rows of each target and test set together, so a panel needs few calls, not one per row.
+    start = 0
+    for key, block in groupby(rows, key=lambda row: (row["target"], row["test_set"])):
+        stop = start + len(list(block))
+        ax.scatter(actual[start:stop], predicted[start:stop], color=colors[key[0]], marker=markers[key[1]], s=18)
+        start = stop
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     margin = 0.05 * (high - low) or 0.05
     ax.plot([low - margin, high + margin], [low - margin, high + margin], color="0.5", linewidth=0.8, linestyle="--")

@@ -471,10 +471,55 @@ def test_test_sets_get_markers_and_mae(tmp_path, drawn):
         assert [text.get_text() for text in legend.get_texts()] == expected
         markers = [handle.get_marker() for handle in legend.legend_handles]
         assert len(set(markers)) == 2
-        # One scatter point per prediction, each with its test set's marker.
-        assert len(ax.collections) == 24
+        # One scatter point per prediction, drawn with one scatter call per target and test set.
+        assert sum(len(collection.get_offsets()) for collection in ax.collections) == 24
+        assert len(ax.collections) == 6
     # The legend below the panels names only the targets, because each panel's legend names the markers.
     assert [text.get_text() for text in fig.legends[0].get_texts()] == TARGETS[:3]
+
+
+def drawn_points(ax) -> list[tuple[float, float, tuple, str]]:
+    """Return each scatter point of `ax` in drawing order as (x, y, RGBA colour, marker path)."""
+    points = []
+    for collection in ax.collections:
+        [path] = collection.get_paths()
+        [color] = collection.get_facecolors()
+        points += [(x, y, tuple(color), repr(path)) for x, y in collection.get_offsets()]
+    return points
+
+
+@pytest.mark.parametrize("order", ["by target", "by run"])
+def test_points_follow_prediction_rows(tmp_path, drawn, order):
+    from matplotlib.markers import MarkerStyle
+
+    law_predictions = figure_module("law_predictions")
+    path = tmp_path / "laws" / "laws_predictions.csv"
+    rows = write_predictions(path, ["linear", "dml"], TARGETS[:3], {"held_out": 3, "cv": 5})
+    if order == "by run":
+        # Targets and test sets alternate from row to row, so later points must still cover earlier ones.
+        rows.sort(key=lambda row: (row["law"], row["run"]))
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    law_predictions.build(tmp_path, "laws")
+
+    [fig] = drawn
+    colors = law_predictions.method_colors(TARGETS[:3])
+    shapes = {}
+    for test_set, marker in (("held_out", "o"), ("cv", "s")):
+        style = MarkerStyle(marker)
+        shapes[test_set] = repr(style.get_path().transformed(style.get_transform()))
+    laws = list(dict.fromkeys(row["law"] for row in rows))
+    assert len(laws) == 2
+    for ax, law in zip(fig.axes, laws):
+        selected = [row for row in rows if row["law"] == law]
+        expected = [(row["actual"], row["predicted"], tuple(colors[row["target"]]), shapes[row["test_set"]]) for row in selected]
+        assert drawn_points(ax) == expected
+        blocks = sum(1 for index, row in enumerate(selected)
+                     if index == 0 or (row["target"], row["test_set"]) != (selected[index - 1]["target"], selected[index - 1]["test_set"]))
+        assert len(ax.collections) == blocks
+        assert blocks == (6 if order == "by target" else len(selected))
 
 
 def test_param_heatmaps_of_sweep(workdir, drawn, caplog):

@@ -355,3 +355,14 @@ def test_read_zero_row_is_not_sent_to_renormalize(tmp_path):
         read_run_table(mixtures, losses)
     assert "the row at index 2 has all weights 0, which is not a mixture: drop those runs" in str(error.value)
     assert "renormalize" not in str(error.value)
+
+
+def test_markdown_means_of_huge_predictions_use_exponents():
+    from mixbench.law_accuracy.report import averages_markdown
+
+    rows = [{"law": "dml", "test_set": "cv", "target": "loss", "n_train": 9, "n_test": 3, "r2": -9.78e42, "mae": 1.5e21,
+             "rmse": 2.5e21, "spearman": 0.5, "in_sample_r2": 1.0, "status": "ok"}]
+    line = averages_markdown(rows).splitlines()[2]
+
+    # Every metric's cell stays short: exponents from 1e5 up, three decimals below.
+    assert line == "| dml | cv | 9 | 3 | -9.78e+42 | 1.5e+21 | 2.5e+21 | 0.500 | 1.000 | 1 | 0 |"

@@ -104,7 +104,11 @@ def test_two_test_sets_report(tables, tmp_path):
     assert min(float(row["r2"]) for row in dml) > 0.9
     assert min(float(row["in_sample_r2"]) for row in dml) > 0.9
     assert "| dml | first_mixture.csv |" in result.stdout
-    assert out.with_suffix(".md").read_text().startswith("| law | test set |")
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown.startswith("# Mixing laws on run tables: train_mixture.csv\n")
+    assert "Fitted on 40 runs (3 domains, 2 targets), scored on first_mixture.csv, second_mixture.csv." in markdown
+    assert "## Per law and test set\n\n| law | test set |" in markdown
+    assert "## Averages over targets\n\n| law | test set | runs fitted |" in markdown
 
 
 def test_no_test_set_cross_validates(tables, tmp_path):
@@ -161,6 +165,11 @@ def test_nothing_scorable_exits_2(tmp_path):
     result = mixbench(*table_args(train), "laws=[dml]", "cv_folds=3", f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
     assert result.returncode == 2
     assert "no law could be scored" in result.stderr
+    assert "laws=[linear] needs the fewest" in result.stderr
+    # With the linear law among those that failed, the only fix left is more runs.
+    result = mixbench(*table_args(train), "laws=[linear]", "cv_folds=3", f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "To fix it, add training runs. The status column" in result.stderr
 
 
 def test_cv_with_fewer_runs_than_default_folds(tmp_path):
@@ -304,3 +313,24 @@ def test_nothing_scorable_names_reason(tmp_path):
     result = mixbench(*table_args(train), "laws=[dml]", "cv_folds=3", f"out={tmp_path / 'r.csv'}", cwd=tmp_path)
     assert result.returncode == 2
     assert "(the dml law needs at least 4 runs for 3 domains, a fold has 2)" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["input", "markdown", "folder", "read-only"])
+def test_bad_out_is_rejected_before_fitting(tables, tmp_path, read_only, case):
+    from mixbench import api
+    from mixbench.errors import ConfigError
+
+    train, _, _ = tables
+    out = {"input": train[0], "markdown": tmp_path / "report.md", "folder": tmp_path,
+           "read-only": tmp_path / "locked" / "report.csv"}[case]
+    (tmp_path / "locked").mkdir()
+    read_only(tmp_path / "locked")
+    before = train[0].read_bytes()
+    message = {"input": r"would overwrite the input file .*train_mixture.csv \(train.mixtures\)",
+               "markdown": r"must name the CSV report .*Use out=.*report.csv", "folder": r"is a folder",
+               "read-only": r"report folder .*locked.* is not writable"}[case]
+
+    with pytest.raises(ConfigError, match=message):
+        api.laws(overrides=[*table_args(train), "laws=[linear]", f"out={out}"])
+    assert train[0].read_bytes() == before
+    assert not list(tmp_path.glob("*.md"))

@@ -25,7 +25,7 @@ from mixbench.law_accuracy.report import (
 from mixbench.law_accuracy.scoring import METRICS, MIN_SPEARMAN_POINTS, cross_validate, score_laws
 from mixbench.law_accuracy.tables import RunTable, read_run_table
 from mixbench.laws import LAWS, DynamicLaw, get_law
-from mixbench.runs import write_text_atomic
+from mixbench.runs import require_writable, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ def score_tables(cfg) -> list[dict[str, Any]]:
     names = law_names(list(DEFAULT_TABLE_LAWS) if laws is None else laws)
     seed = int(cfg.get("seed", 0))
     table, tests = _read_tables(cfg)
+    out = _report_path(cfg)
     headline = cfg.get("headline")
     if headline is not None and headline not in table.targets:
         raise ConfigError(f"headline={headline!r} is not a target of the loss file {cfg.train.losses}; its targets are "
@@ -244,17 +245,65 @@ def score_tables(cfg) -> list[dict[str, Any]]:
         rows += cv_rows(table, names, folds, seed, predictions)
     rows = mark_undefined(rows)
 
-    out = Path(str(cfg.get("out")))
     write_report(rows, out)
     if predictions:
         write_predictions(predictions, predictions_path(out))
-    markdown = summary_markdown(rows, headline=headline) + "\n" + averages_markdown(rows)
+    markdown = _tables_markdown(table, tests, folds, rows, headline)
     write_text_atomic(out.with_suffix(".md"), markdown)
     print(markdown, end="")
     log_skipped(rows)
     log.info("wrote %s and %s", out, out.with_suffix(".md"))
-    require_scored(rows, out, "add training runs or choose laws that need fewer runs (laws=[linear] needs the fewest)")
+    fewer = "" if "linear" in names else " or choose laws that need fewer runs (laws=[linear] needs the fewest)"
+    require_scored(rows, out, f"add training runs{fewer}")
     return rows
+
+
+def _tables_markdown(table: RunTable, tests: list[RunTable], folds: int, rows: list[dict[str, Any]],
+                     headline: str | None) -> str:
+    """Return the run-table report in Markdown: what was fitted and scored, then the two summary tables."""
+    scored_by = []
+    if tests:
+        scored_by.append(f"scored on {', '.join(test.name for test in tests)}")
+    if folds:
+        scored_by.append(f"by {folds}-fold cross-validation (test set `cv`)")
+    fitted = f"Fitted on {len(table)} runs ({len(table.domains)} domains, {len(table.targets)} targets)"
+    lines = [
+        f"# Mixing laws on run tables: {table.name}",
+        "",
+        f"{fitted}, {' and '.join(scored_by)}." if scored_by else f"{fitted}.",
+        "",
+        "## Per law and test set",
+        "",
+        summary_markdown(rows, headline=headline),
+        "## Averages over targets",
+        "",
+        averages_markdown(rows),
+    ]
+    return "\n".join(lines)
+
+
+def _report_path(cfg) -> Path:
+    """Return `out`, checked before any fitting: a .csv path that names no input file, in a folder that can be written."""
+    out = Path(str(cfg.get("out")))
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; give the report's file name, such as out={out / 'report.csv'}.")
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(
+            f"out={out} must name the CSV report (a path ending in .csv); the markdown summary and the predictions go "
+            f"beside it as <name>.md and <name>_predictions.csv. Use out={out.with_suffix('.csv')}."
+        )
+    written = {out.resolve(): "out", out.with_suffix(".md").resolve(): "its markdown summary",
+               predictions_path(out).resolve(): "its predictions file"}
+    for key in ("train.mixtures", "train.losses", "test.mixtures", "test.losses"):
+        group, _, field = key.partition(".")
+        for path in path_list((cfg.get(group) or {}).get(field), key):
+            if Path(path).resolve() in written:
+                raise ConfigError(
+                    f"out={out} would overwrite the input file {path} ({key}) with {written[Path(path).resolve()]}; "
+                    f"write the report elsewhere, for example out={out.with_name(out.stem + '_report.csv')}."
+                )
+    require_writable(out.parent, "report", "set out=PATH to a file in a folder you can write to (results_dir moves the default).")
+    return out
 
 
 def require_scored(rows: list[dict[str, Any]], report: Path, fix: str) -> None:

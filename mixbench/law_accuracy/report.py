@@ -71,7 +71,10 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    if value is None:
+        return "-"
+    # A law fitted on too few runs can predict losses of 1e40; fixed-point notation would print every digit.
+    return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.3f}"
 
 
 def is_scored(row: dict[str, Any]) -> bool:
