@@ -378,8 +378,9 @@ def _check_unique(field: str, values: list) -> None:
 def build_setting(cfg):
     """Build the experiment's setting: the simulator, or the corpus (prepared or loaded from the cache)."""
     if _experiment_kind(cfg.experiment) == "sim":
-        from mixbench.sim.setting import SimSetting
+        from mixbench.sim.setting import SimSetting, warn_unused_overrides
 
+        warn_unused_overrides()
         setting = SimSetting(_plain(cfg.sim))
     else:
         setting = _setting(cfg, prepare(cfg))
@@ -653,6 +654,12 @@ def _check_has_results(directory: Path, results_dir, name: str) -> None:
     """Raise ConfigError naming results_dir and experiment.name when `directory` has no method results."""
     if any((directory / "methods").glob("*.json")):
         return
+    reports = sorted(path.name for path in directory.glob("laws_*.md"))
+    if reports:
+        raise ConfigError(
+            f"{directory} contains the report of a law sweep ({', '.join(reports)}), not method results: `mixbench laws` "
+            f"writes that report and `mixbench figures` draws it, while `mixbench table` summarises method results."
+        )
     listed = (load_experiment(directory) or {}).get("methods")
     listing = f" experiment.json lists {', '.join(listed)}, but none has a result yet." if listed else ""
     raise ConfigError(

@@ -463,22 +463,29 @@ def run_method(method_config: dict[str, Any], setting: Setting, store: RunStore,
     )
 
 
+def round_length(method: OnlineMethod, context: MethodContext) -> int | None:
+    """Return the steps in each of the method's rounds, or None when the context does not settle it.
+
+    A round length that the method sets only after its prerequisite runs (a null `update_steps`)
+    is read from the run parameters, which resolve it for the context.
+    """
+    try:
+        return int(method.round_steps)
+    except ConfigError:
+        resolved = method.run_params(context).get("update_steps")
+        return resolved if isinstance(resolved, int) and resolved >= 1 else None
+
+
 def _warn_if_few_rounds(method: MixingMethod, context: MethodContext) -> None:
     """Warn when a method that moves its mixture only between rounds gets fewer than 3 rounds in the run.
 
-    Methods with a step hook move the mixture at every step and are left alone. A round length
-    that the method sets only after its prerequisite runs (a null `update_steps`) is read from the
-    run parameters, which resolve it for the context.
+    Methods with a step hook move the mixture at every step and are left alone.
     """
     if not isinstance(method, OnlineMethod) or type(method).step_hook is not OnlineMethod.step_hook:
         return
-    try:
-        length = int(method.round_steps)
-    except ConfigError:
-        resolved = method.run_params(context).get("update_steps")
-        if not isinstance(resolved, int) or resolved < 1:
-            return
-        length = resolved
+    length = round_length(method, context)
+    if length is None:
+        return
     rounds = -(-context.total_steps // length)
     if rounds < 3:
         log.warning(

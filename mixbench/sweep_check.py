@@ -56,7 +56,7 @@ def sweep_error(command: str, arguments: list[str]) -> str | None:
             error = _launcher_error(base.hydra.launcher)
             if error:
                 return error
-            if command not in MEMBER_CHECKS:
+            if command not in (*MEMBER_CHECKS, "laws"):
                 return None
             # The basic sweeper puts the sweep's params from the config before the command line's overrides.
             params = [f"{key}={value}" for key, value in (base.hydra.sweeper.get("params") or {}).items()]
@@ -64,6 +64,10 @@ def sweep_error(command: str, arguments: list[str]) -> str | None:
             lists = _value_lists(task)
             if lists is None:
                 return None
+            if command == "laws":
+                return _shared_report_error(
+                    (member, compose(config_name=command, overrides=[*hydra_items, *member])) for _, member in _members(lists)
+                )
             # Settings that need no corpus are checked for every member first, so that a typo is
             # reported before the check prepares a corpus for the methods' own checks.
             on_corpus = []
@@ -82,6 +86,31 @@ def sweep_error(command: str, arguments: list[str]) -> str | None:
         return None
     finally:
         HydraConfig.instance().cfg = None
+    return None
+
+
+def _shared_report_error(members) -> str | None:
+    """Return an error when two members of a `mixbench laws` sweep would write the same report, or None.
+
+    Each member writes its report to one place (results_dir/experiment.name for a law sweep, `out`
+    for run tables) and replaces what is there, so only the last member's report would remain.
+    """
+    from pathlib import Path
+
+    seen: dict[Path, list[str]] = {}
+    for member, cfg in members:
+        experiment = cfg.get("experiment")
+        if experiment is not None:
+            path, setting = Path(str(cfg.results_dir)) / str(experiment.name), "experiment.name"
+        else:
+            path, setting = Path(str(cfg.get("out"))), "out"
+        if path in seen:
+            fix = ("experiment.name=NAME_${experiment.seed}" if setting == "experiment.name"
+                   else "out=PATH_${seed}.csv")
+            return (f"sweep members ({' '.join(seen[path])}) and ({' '.join(member)}) would both write their report to {path}, "
+                    f"and each member replaces the report there. Give each member its own {setting}, by sweeping it as well "
+                    f"or from a swept value, as in '{fix}'.")
+        seen[path] = member
     return None
 
 

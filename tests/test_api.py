@@ -235,3 +235,19 @@ def test_fixed_mixture_as_list_or_mapping_is_one_row(tmp_path):
     assert len(runs) == 1
     assert [path.name for path in (results / "sim" / "methods").iterdir()] == ["fixed-seed0.json"]
     assert [row["method"] for row in api.table(experiment="sim", results_dir=results) if row["method"].startswith("fixed")] == ["fixed"]
+
+
+def test_simulator_names_settings_it_does_not_read(tmp_path, caplog):
+    results = tmp_path / "results"
+    short = ["sim.steps=40", "sim.eval_every=20", "sim.warmup_steps=4"]
+    with caplog.at_level("WARNING", logger="mixbench"):
+        api.run(experiment="sim", method="natural", results_dir=results, overrides=[*short, "train.steps=30", "data=three"])
+    unused = [r.getMessage() for r in caplog.records if "the simulator does not read" in r.getMessage()]
+    assert len(unused) == 1
+    assert unused[0].startswith("train.steps=30 data=three: the simulator does not read train/model/data settings")
+
+    # Thread counts and the simulator's own settings are not named.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mixbench"):
+        api.run(experiment="sim", method="natural", results_dir=results, overrides=[*short, "train.threads=1"])
+    assert not [r for r in caplog.records if "the simulator does not read" in r.getMessage()]

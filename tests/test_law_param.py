@@ -175,8 +175,10 @@ def test_rerun_reuses_records(tmp_path, monkeypatch):
 
 
 def test_bad_input(tmp_path):
-    with pytest.raises(ConfigError, match=r"asks for round 9, but the aioli run recorded 4 estimates of A"):
+    # 400 steps in rounds of 100 give at most 4 estimates: round 9 is rejected before the run trains.
+    with pytest.raises(ConfigError, match=r"asks for round 9, but a run of 400 steps in rounds of 100 steps records at most 4"):
         sweep(tmp_path, rounds=(1, 9))
+    assert not list((tmp_path / "runs").glob("*/record.json"))
     with pytest.raises(ConfigError, match=r"parent_method='stratified' is a static method.*aioli"):
         sweep(tmp_path, parent_method="stratified")
     with pytest.raises(ConfigError, match=r"window=90 from round 3 \(step 316\) passes the run's 400 steps: only 84"):
@@ -215,3 +217,14 @@ def test_misspelt_parent_method():
     with pytest.raises(ConfigError, match=r"parent_method='aioly' is not a registered method. Did you mean "
                                           r"experiment.parent_method=aioli\? The online methods.*: aioli, doge"):
         ParamOptions.from_config(experiment)
+
+
+def test_rounds_beyond_the_recorded_estimates_are_named():
+    from mixbench.law_accuracy.param import branch_points
+
+    # A run whose method skipped some rounds' estimates: two recorded where four rounds fit.
+    record = {"id": "r1", "spec": {"train": {"steps": 400}},
+              "rounds": [{"step": 0, "A": [[1.0]]}, {"step": 100}, {"step": 200, "A": [[2.0]]}]}
+    with pytest.raises(ConfigError, match=r"asks for round 3, but the aioli run recorded 2 estimates of A \(rounds 0 to 1, at steps 0, 200\)"):
+        branch_points(record, options(rounds=(1, 3)))
+    assert [point["step"] for point in branch_points(record, options(rounds=(0, 1)))] == [0, 200]

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from conftest import TINY_MODEL, TINY_TRAIN
 from mixbench.law_accuracy.branch import BranchOptions, branch_sweep
@@ -220,7 +219,7 @@ def test_sim_children_draw_their_own_noise(tmp_path):
 
 def test_two_held_out_runs_leave_spearman_blank(caplog):
     from mixbench.law_accuracy.scoring import prediction_metrics
-    from mixbench.law_accuracy.sweeps import split_rows
+    from mixbench.law_accuracy.sweeps import check_split, split_rows
 
     # Two points rank the same or the opposite way, whatever a law predicts.
     two = prediction_metrics(np.array([1.0, 2.0]), np.array([1.5, 1.6]))
@@ -229,17 +228,15 @@ def test_two_held_out_runs_leave_spearman_blank(caplog):
     three = prediction_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.5, 1.6, 1.4]))
     assert three["spearman"] == pytest.approx(-0.5)
 
-    # The warning comes from the options, which are read before any run trains.
-    experiment = {"name": "x", "seed": 0, "design": "cover", "held_out_fraction": 0.34, "laws": ["linear"], "cv_folds": 0,
-                  "loss_split": "val"}
-    StaticOptions.from_config(OmegaConf.create(dict(experiment, mixtures=6)))
+    # The sweep checks its split before any run trains, and warns there; splitting the runs does not warn again.
+    check_split(6, 0.34, 2, "experiment.mixtures", "fitting the laws")
     assert "experiment.mixtures=6 holds out only 2" in caplog.text
     caplog.clear()
     mixtures = np.random.default_rng(0).dirichlet(np.ones(3), size=6)
     fit, held_out = split_rows(mixtures, 0.34, seed=0)
     assert (len(fit), len(held_out)) == (4, 2)
     assert "holds out only" not in caplog.text
-    StaticOptions.from_config(OmegaConf.create(dict(experiment, mixtures=9)))
+    check_split(9, 0.34, 2, "experiment.mixtures", "fitting the laws")
     assert "holds out only" not in caplog.text
 
 
@@ -297,15 +294,17 @@ def test_static_corpus_through_cli(text_folders, tmp_path):
 
 def test_static_split_checked_before_training():
     from mixbench.errors import ConfigError
-    from mixbench.law_accuracy.sweeps import fewest_runs
+    from mixbench.law_accuracy.sweeps import check_law_runs, fewest_runs
 
-    # 2 of 3 runs are always held out, so a lower fraction cannot help and is not suggested.
-    with pytest.raises(ConfigError, match=r"experiment.mixtures=3 is too few: .* leaves 1 to fit on") as error:
-        static_options(mixtures=3, held_out_fraction=0.25)
-    assert "use experiment.mixtures=4 or more." in str(error.value)
-    assert "lower experiment.held_out_fraction" not in str(error.value)
-    with pytest.raises(ConfigError, match=r"use experiment.mixtures=6 or more, or lower experiment.held_out_fraction"):
-        static_options(mixtures=5, held_out_fraction=0.75)
+    # 2 of 3 runs are always held out, so a lower fraction cannot help and is not suggested. Each
+    # law's own need at 3 domains is named, so the count suggested is one that lets it fit.
+    with pytest.raises(ConfigError, match=r"experiment.mixtures=3 leaves 1 runs to fit on") as error:
+        check_law_runs(static_options(mixtures=3, held_out_fraction=0.25, laws=["linear", "dml"]), 3)
+    assert "linear needs 3 (experiment.mixtures=5 or more); dml needs 4 (experiment.mixtures=6 or more)" in str(error.value)
+    assert str(error.value).endswith("To fix it, raise experiment.mixtures.")
+    with pytest.raises(ConfigError, match=r"To fix it, raise experiment.mixtures, lower experiment.held_out_fraction or "
+                                          r"choose laws that need fewer runs \(experiment.laws=\[linear\] needs the fewest\)"):
+        check_law_runs(static_options(mixtures=8, held_out_fraction=0.75, laws=["dml"]), 3)
     assert [fewest_runs(0.25, fit) for fit in (2, 4, 5)] == [4, 6, 7]
 
 
@@ -387,3 +386,44 @@ def test_top_level_laws_in_dynamic_sweep():
         cfg = compose(config_name="laws", overrides=["experiment=laws_dynamic_sim", "laws=[dml]"])
     with pytest.raises(ConfigError, match=r"experiment.sweep=dynamic sweep fits only the dynamic law .* drop laws=\[dml\]"):
         laws(cfg)
+
+
+def test_sim_sweep_names_training_settings_it_does_not_read(tmp_path, caplog):
+    from mixbench import api
+
+    with caplog.at_level("WARNING", logger="mixbench"):
+        api.laws(overrides=["experiment=laws_static_sim", "training.steps=30", f"results_dir={tmp_path}"])
+    assert any(r.getMessage().startswith("training.steps=30: the simulator does not read training/model/data settings")
+               for r in caplog.records)
+
+
+def test_sweep_setting_mistakes_name_the_fix(tmp_path):
+    from mixbench import api
+    from mixbench.errors import ConfigError
+
+    results = f"results_dir={tmp_path}"
+    with pytest.raises(ConfigError, match=r"experiment.sweep='dynamc' is unknown; .* Did you mean experiment.sweep=dynamic\?"):
+        api.laws(overrides=["experiment=laws_static_sim", "experiment.sweep=dynamc", results])
+    # The simulator's block comes with the sim variant of the same sweep.
+    with pytest.raises(ConfigError, match=r"which experiment=laws_static_sim has"):
+        api.laws(overrides=["experiment=laws_static", "experiment.setting=sim", results])
+
+    # A law sweep's folder is not a benchmark's: `mixbench table` says which command reads it.
+    api.laws(overrides=["experiment=laws_static_sim", "sim.steps=60", "sim.warmup_steps=6", results])
+    with pytest.raises(ConfigError, match=r"contains the report of a law sweep \(laws_static.md\), not method results"):
+        api.table(overrides=["experiment=laws_static_sim", results])
+
+
+def test_law_multirun_members_writing_one_report_are_rejected(tmp_path):
+    from mixbench.sweep_check import sweep_error
+
+    results = f"results_dir={tmp_path}"
+    error = sweep_error("laws", ["-m", "experiment=laws_static_sim", "experiment.seed=0,1", results])
+    assert error.startswith("sweep members (experiment=laws_static_sim experiment.seed=0")
+    assert f"would both write their report to {tmp_path / 'laws_static_sim'}" in error
+    # A name made from the swept value gives each member its own folder; run tables need their own `out`.
+    assert sweep_error("laws", ["-m", "experiment=laws_static_sim", "experiment.seed=0,1", "experiment.name=s${experiment.seed}",
+                                results]) is None
+    tables = ["-m", "train.mixtures=m.csv", "train.losses=l.csv", "laws=[linear],[dml]", f"out={tmp_path / 'r.csv'}"]
+    assert "Give each member its own out" in sweep_error("laws", tables)
+    assert not list(tmp_path.iterdir())

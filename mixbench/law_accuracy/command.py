@@ -6,6 +6,7 @@ k-fold cross-validation when no test set is given. With `experiment=laws_static`
 `experiment=laws_dynamic` it trains a sweep first (see `sweeps` and `branch`).
 """
 
+import difflib
 import logging
 import math
 from pathlib import Path
@@ -39,6 +40,10 @@ MAX_LOGGED_SKIPS = 10
 MAX_SHOWN_REASONS = 3
 
 
+# The values of experiment.sweep: what a law sweep trains and scores.
+SWEEPS = ("static", "dynamic", "param")
+
+
 def laws(cfg) -> list[dict[str, Any]]:
     """Run the command: a law sweep when `experiment.sweep` is set, else score the run tables."""
     experiment = cfg.get("experiment")
@@ -64,8 +69,12 @@ def laws(cfg) -> list[dict[str, Any]]:
         from mixbench.law_accuracy.param import run_param_sweep
 
         return run_param_sweep(cfg)
+    if sweep is not None:
+        close = difflib.get_close_matches(str(sweep), SWEEPS, n=1)
+        hint = f" Did you mean experiment.sweep={close[0]}?" if close else ""
+        raise ConfigError(f"experiment.sweep={sweep!r} is unknown; the law sweeps are {', '.join(SWEEPS)}.{hint}")
     raise ConfigError(
-        f"experiment {experiment.get('name')!r} is not a law sweep (experiment.sweep={sweep!r}); use "
+        f"experiment {experiment.get('name')!r} is not a law sweep (it sets no experiment.sweep); use "
         f"experiment=laws_static, laws_dynamic or laws_param, or score tables with train.mixtures=PATH train.losses=PATH."
     )
 

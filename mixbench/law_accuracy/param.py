@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mixbench.engine import _load_checkpoint, _prepare_online, _save_checkpoint, execute_run
+from mixbench.engine import _load_checkpoint, _prepare_online, _save_checkpoint, execute_run, round_length
 from mixbench.errors import ConfigError, DataError
 from mixbench.law_accuracy.branch import _sim_truth, branch_children, branch_directory, child_key
 from mixbench.law_accuracy.command import plain
@@ -294,6 +294,25 @@ def _state_loader(setting, spec: RunSpec, point: dict):
     return load
 
 
+def _check_rounds_fit(options: ParamOptions, method, context, total: int) -> None:
+    """Reject chosen rounds beyond the run's last round boundary before the run trains.
+
+    A run records at most one estimate of A per round, so the boundaries bound the rounds;
+    `branch_points` checks the estimates the trained run actually recorded.
+    """
+    length = round_length(method, context)
+    if length is None:
+        return
+    boundaries = -(-total // length)
+    beyond = [r for r in options.rounds if r >= boundaries]
+    if beyond:
+        raise ConfigError(
+            f"experiment.rounds={list(options.rounds)} asks for round {beyond[0]}, but a run of {total} steps in "
+            f"rounds of {length} steps records at most {boundaries} estimates of A (rounds 0 to {boundaries - 1}); "
+            f"pick rounds below {boundaries}, or lengthen the run or shorten its rounds."
+        )
+
+
 def param_sweep(setting, store: RunStore, options: ParamOptions, results_dir: Path) -> list[dict[str, Any]]:
     """Branch the method's run at each chosen round, score its A^t, and write the report; return one row per round.
 
@@ -312,6 +331,7 @@ def param_sweep(setting, store: RunStore, options: ParamOptions, results_dir: Pa
     total = int(spec.train["steps"])
     if options.window >= total:
         raise ConfigError(f"experiment.window={options.window} is not shorter than the run's {total} steps; shorten the window.")
+    _check_rounds_fit(options, method, setting.context(options.seed), total)
 
     directory = Path(results_dir) / options.name
     settings = sweep_settings(options, spec)

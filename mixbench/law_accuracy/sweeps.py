@@ -107,10 +107,15 @@ def build_setting(cfg):
     """Return the experiment's setting: the prepared corpus with cfg.model and cfg.training, or the simulator."""
     kind = choice_option(cfg.experiment, "setting", SETTINGS, "corpus")
     if kind == "sim":
-        from mixbench.sim.setting import SimSetting
+        from mixbench.sim.setting import SimSetting, warn_unused_overrides
 
         if cfg.get("sim") is None:
-            raise ConfigError("experiment.setting=sim needs a `sim` block (domains, steps, eval_noise, ...); see conf/experiment/laws_dynamic_sim.yaml.")
+            sweep = cfg.experiment.get("sweep") or "static"
+            raise ConfigError(
+                f"experiment.setting=sim needs a `sim` block (domains, steps, eval_noise, ...), which "
+                f"experiment=laws_{sweep}_sim has; use that config (conf/experiment/laws_{sweep}_sim.yaml)."
+            )
+        warn_unused_overrides("training")
         return SimSetting(plain(cfg.sim))
 
     from mixbench.data import prepare_corpus
@@ -209,10 +214,6 @@ class StaticOptions:
     cv_folds: int
     loss_split: str
 
-    def __post_init__(self):
-        # Checked here so that a split too small to fit on fails before any run trains.
-        check_split(self.mixtures, self.held_out_fraction, MIN_STATIC_FIT, "experiment.mixtures", "fitting the laws")
-
     @classmethod
     def from_config(cls, experiment) -> "StaticOptions":
         cv_folds = int_option(experiment, "cv_folds", 0)
@@ -281,16 +282,21 @@ def check_law_runs(options: StaticOptions, m: int) -> None:
     split = (f"experiment.mixtures={options.mixtures} leaves {n_fit} runs to fit on at "
              f"experiment.held_out_fraction={options.held_out_fraction}, and at {m} domains {needs_text}")
     if len(short) == len(needs):
-        raise ConfigError(
-            f"no law of experiment.laws=[{','.join(options.laws)}] can be fitted: {split}. Raise experiment.mixtures, or "
-            f"choose laws that need fewer runs (experiment.laws=[linear] needs the fewest)."
-        )
+        fixes = ["raise experiment.mixtures"]
+        if options.mixtures - MIN_HELD_OUT >= min(needs.values()):
+            fixes.append("lower experiment.held_out_fraction")
+        if "linear" not in needs:
+            fixes.append("choose laws that need fewer runs (experiment.laws=[linear] needs the fewest)")
+        listed = ", ".join(fixes[:-1]) + f" or {fixes[-1]}" if len(fixes) > 1 else fixes[0]
+        raise ConfigError(f"no law of experiment.laws=[{','.join(options.laws)}] can be fitted: {split}. To fix it, {listed}.")
     log.warning("%s; %s will be reported as skipped.", split, " and ".join(short))
 
 
 def static_sweep(setting, store: RunStore, options: StaticOptions, directory: Path) -> list[dict[str, Any]]:
     """Train the static sweep, score each law on the held-out runs, and write laws_static.csv and .md to `directory`."""
     check_law_runs(options, len(setting.domains))
+    # Laws that need fewer runs than MIN_STATIC_FIT would still fail on the split, so it is checked before training too.
+    check_split(options.mixtures, options.held_out_fraction, MIN_STATIC_FIT, "experiment.mixtures", "fitting the laws")
     settings = sweep_settings(options, setting.spec(options.seed, mixture=np.full(len(setting.domains), 1 / len(setting.domains))))
     warn_replaced_report(directory / "laws_static_runs.json", settings, directory / "laws_static.csv")
     table, summaries = train_static_runs(setting, store, options)

@@ -4,6 +4,7 @@ World `seed` of an experiment is `world_seed + seed`, so each seed is a differen
 table's averages are over worlds as well as noise draws.
 """
 
+import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,6 +20,36 @@ from mixbench.sim.metrics import a_sim, regret
 
 WORLD_KEYS = ("domains", "world_seed", "prerequisites", "asymmetry", "interference", "step_size")
 TRAIN_KEYS = ("steps", "tokens_per_step", "eval_noise", "train_noise", "warmup_steps", "min_lr_ratio", "sampling", "eval_every", "checkpoint_every")
+
+
+log = logging.getLogger("mixbench")
+
+
+def warn_unused_overrides(train_group: str = "train") -> list[str]:
+    """Warn about command-line settings that the simulator does not read, and return them.
+
+    The simulator trains no model on no corpus, so overrides of `train_group` (train, or training
+    in law sweeps), model and data change nothing; its own settings are under sim. Thread counts
+    are left out of the warning, because a command line may set them for every experiment alike.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    unused = []
+    for item in HydraConfig.get().overrides.task:
+        key = item.lstrip("+~").split("=", 1)[0]
+        group = key.split(".", 1)[0]
+        if group in (train_group, "model", "data") and key != f"{train_group}.threads":
+            unused.append(item)
+    if unused:
+        log.warning(
+            "%s: the simulator does not read %s settings, so %s nothing here; set the simulator's own under "
+            "sim (sim.steps, sim.domains, ...), or run on the corpus without experiment=%s.",
+            " ".join(unused), "/".join((train_group, "model", "data")), "this changes" if len(unused) == 1 else "these change",
+            HydraConfig.get().runtime.choices.get("experiment", "sim"),
+        )
+    return unused
 
 
 @lru_cache(maxsize=64)
