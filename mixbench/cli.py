@@ -9,7 +9,13 @@ import sys
 from mixbench import interrupts
 from mixbench.config_files import CONF_DIR, config_groups, group_options, quiet_hydra_migration_warning
 from mixbench.errors import MixbenchError
-from mixbench.override_hints import experiment_folder_hint, method_without_config, misspelt_keys, unknown_choices
+from mixbench.override_hints import (
+    experiment_folder_hint,
+    method_without_config,
+    misspelt_keys,
+    unknown_choices,
+    unknown_plain_choices,
+)
 
 log = logging.getLogger("mixbench")
 
@@ -107,6 +113,12 @@ def run_command(argv: list[str]) -> int:
         return 0
     if not CONF_DIR.is_dir():
         print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
+        return 2
+    unknown = unknown_plain_choices(command, overrides)
+    if unknown:
+        # A misspelt option (method=doremii) is reported here in one line instead of after Hydra's listing.
+        for line in [*unknown, *method_without_config(overrides), *experiment_folder_hint(overrides)]:
+            print(f"mixbench: error: {line}", file=sys.stderr)
         return 2
 
     # SIGTERM (kill, a scheduler's stop) ends the command as Ctrl-C does: with a line on how to resume.

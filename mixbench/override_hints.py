@@ -1,10 +1,12 @@
 """Hints for command lines that Hydra rejects: misspelt keys, options without a config file, settings in the wrong place.
 
-Each function returns lines to print after Hydra's own error (an empty list when it has nothing to add).
+Each function returns lines to print (an empty list when it has nothing to add): after Hydra's own
+error, or before Hydra starts for `unknown_plain_choices`, whose cases need no composed config.
 """
 
 import difflib
 import importlib
+import re
 
 from mixbench.config_files import CONF_DIR, config_folders, config_groups, group_options, has_config, searchpath_overrides
 
@@ -26,6 +28,29 @@ def unknown_choices(overrides: list[str]) -> list[str]:
             hint = f" Did you mean {' or '.join(f'{group}={option}' for option in close)}?" if close else ""
             lines.append(f"{group}={name} has no config file {group}/{name}.yaml.{hint} The options are {', '.join(options)}.")
     return lines
+
+
+# A group choice that Hydra reads as plain names: one option, or a comma list in a sweep. Sweep
+# functions such as choice(...) and glob(...) are left to Hydra.
+_PLAIN_CHOICE = re.compile(r"[A-Za-z0-9_\-]+(,[A-Za-z0-9_\-]+)*")
+
+
+def unknown_plain_choices(command: str, overrides: list[str]) -> list[str]:
+    """Return `unknown_choices` lines for plain `group=option` overrides of `command`'s own config groups.
+
+    These can be checked before Hydra starts, so a misspelt option gets one clear message. Other
+    forms, and search paths that are not folders (pkg://), are left to Hydra's own error.
+    """
+    entries = [item.split("=", 1)[1] for item in searchpath_overrides(overrides)]
+    if any("pkg://" in entry for entry in entries):
+        return []
+    groups = command_group_defaults(command)
+    plain = []
+    for item in overrides:
+        group, _, value = item.partition("=")
+        if group in groups and value != "null" and _PLAIN_CHOICE.fullmatch(value):
+            plain.append(item)
+    return unknown_choices([*plain, *searchpath_overrides(overrides)])
 
 
 def experiment_folder_hint(overrides: list[str]) -> list[str]:

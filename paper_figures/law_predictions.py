@@ -64,13 +64,12 @@ def _draw_law(ax, rows: list[dict], colors: dict, markers: dict) -> None:
     """
     actual = np.array([row["actual"] for row in rows])
     predicted = np.array([row["predicted"] for row in rows])
-    # Later points cover earlier ones, so the points are drawn in row order: one scatter call per
-    # block of consecutive rows that share a target and a test set. A predictions file lists the
-    # rows of each target and test set together, so a panel needs few calls, not one per row.
+    # Later points cover earlier ones, so the points keep the row order, with one scatter call per run of rows
+    # with the same target and test set. `mixbench laws` writes those rows together, so the calls are few.
     start = 0
-    for key, block in groupby(rows, key=lambda row: (row["target"], row["test_set"])):
+    for (target, test_set), block in groupby(rows, key=lambda row: (row["target"], row["test_set"])):
         stop = start + len(list(block))
-        ax.scatter(actual[start:stop], predicted[start:stop], color=colors[key[0]], marker=markers[key[1]], s=18)
+        ax.scatter(actual[start:stop], predicted[start:stop], color=colors[target], marker=markers[test_set], s=18)
         start = stop
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     margin = 0.05 * (high - low) or 0.05

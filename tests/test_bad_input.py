@@ -68,8 +68,8 @@ def workspace(text_folders, tmp_path_factory):
 
 CASES = {
     "mixture-sum": (["run", "method=fixed", "method.mixture=[0.5,0.5,0.5]"], "=0.5) sums to 1.5, not 1"),
-    "mixture-sum-fix": (["run", "method=fixed", "method.mixture=[0.5,0.5,0.5]"], "set fixed's normalize to true (with mixbench run as method.mixture=[...] and method.normalize=true"),
-    "mixture-missing": (["run", "method=fixed"], "in a benchmark as '+experiment.method_overrides.fixed={mixture: [...], normalize: true}'"),
+    "mixture-sum-fix": (["run", "method=fixed", "method.mixture=[0.5,0.5,0.5]"], "set fixed's normalize to true (with mixbench run as method.mixture=[...] (and method.normalize=true"),
+    "mixture-missing": (["run", "method=fixed"], "in a benchmark as '+experiment.method_overrides.fixed={mixture: [...]}' (and normalize: true)"),
     "mixture-length": (["run", "method=fixed", "method.mixture=[0.5,0.5]"], "has 2 weights but there are 3 domains"),
     "mixture-negative": (["run", "method=fixed", "method.mixture=[1.5,-0.5,0]"], "negative weights"),
     "mixture-nan": (["run", "method=fixed", "method.mixture=[nan,0.5,0.5]"], "NaN"),
@@ -78,7 +78,7 @@ CASES = {
                                    "fixed's mixture gives domain 'legal' the weight 'abc', which is not a number"),
     "doremi-reference-mapping-typo": (["run", "method=doremi", "method.reference_mixture={legal: 0.5, pyton: 0.5}"],
                                       "unknown domain(s) 'pyton' (did you mean 'python'?)"),
-    "method-unknown": (["run", "method=stratifed"], "Could not find 'method/stratifed'"),
+    "method-unknown": (["run", "method=stratifed"], "method=stratifed has no config file method/stratifed.yaml. Did you mean method=stratified?"),
     "method-setting-unknown": (["run", "+method.eta=1.0"], "does not take the setting(s) eta"),
     "train-key-unknown": (["run", "+train.step=40"], "unknown train setting 'step'. Did you mean 'steps'"),
     "model-key-unknown": (["run", "+model.n_layers=2"], "unknown model setting 'n_layers'. Did you mean 'n_layer'"),
@@ -128,7 +128,7 @@ CASES = {
     "benchmark-methods-twice": (["benchmark", "experiment.methods=[stratified,stratified]"], "lists stratified more than once"),
     "laws-list-in-sweep": (["laws", "experiment=laws_static_sim", "laws=[linear]"], "not in a law sweep; set experiment.laws=[linear] instead"),
     "laws-list-in-dynamic-sweep": (["laws", "experiment=laws_dynamic_sim", "laws=[linear]"], "fits only the dynamic law dL = -A p and takes no law list"),
-    "laws-experiment-typo": (["laws", "experiment=laws_statik_sim"], "Could not find 'experiment/laws_statik_sim'"),
+    "laws-experiment-typo": (["laws", "experiment=laws_statik_sim"], "Did you mean experiment=laws_static_sim"),
     "laws-file": (["laws", "train.mixtures={root}/absent.csv", "train.losses={root}/losses.csv"], "absent.csv"),
 }
 

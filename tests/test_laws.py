@@ -1,13 +1,15 @@
 """Tests for the mixing laws: recovery of self-generated data, determinism, optimisation, input checks."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
 from mixbench.errors import ConfigError, DataError, MixtureError
 from mixbench.law_accuracy import r2_score
-from mixbench.laws import DynamicLaw, LinearLaw, LogLinearLaw, available_laws, get_law
+from mixbench.laws import DynamicLaw, LinearLaw, LogLinearLaw, available_laws, get_law, loglinear
+from mixbench.laws.loglinear import huber_objective
 from mixbench.simplex import design
 
 # A log-linear law over 3 domains with 3 targets, each helped most by its own domain.
@@ -79,6 +81,39 @@ def test_dml_rejects_non_positive_losses(runs):
     train, _ = runs
     with pytest.raises(DataError, match="positive losses"):
         LogLinearLaw().fit(train[:10], -np.ones((10, 1)))
+
+
+def test_dml_objective_overflows_to_inf_quietly():
+    P = np.array([[1.0, 0.0], [0.0, 1.0]])
+    y = np.array([3.0, 3.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, gradient = loglinear.huber_objective(np.array([1000.0, 0.0, 0.0]), P, y, 0.02)
+    assert value == np.inf
+    assert gradient[0] == np.inf
+
+
+def test_dml_exact_fit_no_overflow_warning(monkeypatch):
+    # Three runs for the three parameters of two domains: a line search of this fit tries a log c
+    # so large that exp overflows, and the fit goes on from finite points.
+    rng = np.random.default_rng(54)
+    P = np.vstack([np.eye(2), rng.dirichlet(np.ones(2), 1)])
+    L = rng.uniform(2.5, 4.5, (3, 1))
+    values = []
+
+    def objective(*args):
+        value, gradient = huber_objective(*args)
+        values.append(value)
+        return value, gradient
+
+    monkeypatch.setattr(loglinear, "huber_objective", objective)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        law = LogLinearLaw().fit(P, L)
+        prediction = law.predict(np.vstack([P, [[0.5, 0.5]]]))
+    assert np.inf in values
+    np.testing.assert_allclose(prediction[:3], L, rtol=1e-6)
+    assert np.all(np.isfinite(prediction))
 
 
 def test_linear_recovers_own_data(runs):

@@ -26,18 +26,22 @@ def huber_objective(theta: np.ndarray, P: np.ndarray, y: np.ndarray, delta: floa
     theta = [log c, t_1, ..., t_m]. Dividing by delta**2 keeps the objective near 1 for
     typical residuals, so L-BFGS's relative stopping tests stay meaningful.
     """
-    c = np.exp(theta[0])
-    exp_term = np.exp(np.minimum(P @ theta[1:], _MAX_EXPONENT))
-    residual = c + exp_term - y
-    size = np.abs(residual)
-    quadratic = size <= delta
-    loss = np.where(quadratic, 0.5 * residual**2, delta * (size - 0.5 * delta))
-    slope = np.where(quadratic, residual, delta * np.sign(residual))
-    scale = 1.0 / (y.size * delta**2)
-    gradient = np.empty_like(theta)
-    gradient[0] = scale * slope.sum() * c
-    gradient[1:] = scale * (P.T @ (slope * exp_term))
-    return scale * float(loss.sum()), gradient
+    # log c is not clipped, so a line search may try a value past about 709, where exp overflows to inf.
+    # L-BFGS-B then steps back to its last finite point, so the overflow is expected and not reported.
+    with np.errstate(over="ignore"):
+        c = np.exp(theta[0])
+        exp_term = np.exp(np.minimum(P @ theta[1:], _MAX_EXPONENT))
+        residual = c + exp_term - y
+        size = np.abs(residual)
+        quadratic = size <= delta
+        loss = np.where(quadratic, 0.5 * residual**2, delta * (size - 0.5 * delta))
+        slope = np.where(quadratic, residual, delta * np.sign(residual))
+        scale = 1.0 / (y.size * delta**2)
+        gradient = np.empty_like(theta)
+        gradient[0] = scale * slope.sum() * c
+        gradient[1:] = scale * (P.T @ (slope * exp_term))
+        value = scale * float(loss.sum())
+    return value, gradient
 
 
 class LogLinearLaw(MixingLaw):
