@@ -5,8 +5,9 @@
 All three train the same model on the same per-domain windows of the default corpus, with the same
 batch, optimizer and thread count. Rounds are interleaved (plain, harness, Trainer, ...) so that
 machine noise hits all three alike; the script reports the median tokens per second of each and the
-median of the per-round ratios. Model FLOPs utilisation divides the harness's model FLOPs per second
-(6N per token plus attention) by the peak of a large matmul measured in the same script.
+median of the per-round ratios, and writes every round's rates and ratios too. Model FLOPs
+utilisation divides the harness's model FLOPs per second (6N per token plus attention) by the peak
+of a large matmul measured in the same script.
 """
 
 import argparse
@@ -92,23 +93,30 @@ def main(argv=None) -> int:
     parameters = count_parameters(harness.model)
     model_flops = flops_per_token(model, parameters["non_embedding"])
     peak32 = matmul_peak(torch.float32)
+    pairs = {"harness_to_plain": ("harness", "plain"), "harness_to_trainer": ("harness", "trainer")}
+    if args.bf16:
+        pairs["bf16_to_fp32"] = ("harness_bf16", "harness")
+    # The ratio of each interleaved pair, round by round; the headline figures are their medians.
+    per_round = {key: [a / b for a, b in zip(rates[first], rates[second])] for key, (first, second) in pairs.items()}
     figures = {
         "machine": machine(args.threads),
         "model": args.model,
         "model_overrides": args.set,
         "non_embedding_parameters": parameters["non_embedding"],
         "tokens_per_second": {name: statistics.median(values) for name, values in rates.items()},
-        "ratio_harness_to_plain": statistics.median(h / p for h, p in zip(rates["harness"], rates["plain"])),
-        "ratio_harness_to_trainer": statistics.median(h / t for h, t in zip(rates["harness"], rates["trainer"])),
+        "ratio_harness_to_plain": statistics.median(per_round["harness_to_plain"]),
+        "ratio_harness_to_trainer": statistics.median(per_round["harness_to_trainer"]),
         "matmul_peak_fp32_gflops": peak32 / 1e9,
         "mfu_fp32": statistics.median(rates["harness"]) * model_flops / peak32,
         "date": time.strftime("%Y-%m-%d"),
+        "tokens_per_second_per_round": rates,
+        "ratios_per_round": per_round,
     }
     if args.bf16:
         peak16 = matmul_peak(torch.bfloat16)
         figures["matmul_peak_bf16_gflops"] = peak16 / 1e9
         figures["mfu_bf16"] = statistics.median(rates["harness_bf16"]) * model_flops / peak16
-        figures["ratio_bf16_to_fp32"] = statistics.median(b / f for b, f in zip(rates["harness_bf16"], rates["harness"]))
+        figures["ratio_bf16_to_fp32"] = statistics.median(per_round["bf16_to_fp32"])
     print(json.dumps(figures, indent=1))
     if args.out:
         with open(args.out, "w") as handle:

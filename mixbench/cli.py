@@ -99,27 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(argv: list[str]) -> int:
     """Run one command line (without the program name) and return its exit status."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        return 0
+    status = _answered_without_hydra(argv)
+    if status is not None:
+        return status
     command, overrides = argv[0], argv[1:]
-    if command not in COMMANDS:
-        close = difflib.get_close_matches(command, COMMANDS, n=2)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        print(f"mixbench: unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
-        return 2
-    if "--help" in overrides or "-h" in overrides:
-        print(command_help(command, overrides))
-        return 0
-    if not CONF_DIR.is_dir():
-        print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
-        return 2
-    unknown = unknown_plain_choices(command, overrides)
-    if unknown:
-        # A misspelt option (method=doremii) is reported here in one line instead of after Hydra's listing.
-        for line in [*unknown, *method_without_config(overrides), *experiment_folder_hint(overrides)]:
-            print(f"mixbench: error: {line}", file=sys.stderr)
-        return 2
 
     # SIGTERM (kill, a scheduler's stop) ends the command as Ctrl-C does: with a line on how to resume.
     signal.signal(signal.SIGTERM, interrupts.raise_keyboard_interrupt)
@@ -165,6 +148,30 @@ def run_command(argv: list[str]) -> int:
     return 0
 
 
+def _answered_without_hydra(argv: list[str]) -> int | None:
+    """Print the usage, a command's help or an error that needs no config composed; return the exit status, or None."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        print(f"mixbench: unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
+    if "--help" in overrides or "-h" in overrides:
+        print(command_help(command, overrides))
+        return 0
+    if not CONF_DIR.is_dir():
+        print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
+        return 2
+    unknown = unknown_plain_choices(command, overrides)
+    if unknown:
+        # A misspelt option (method=doremii) is reported here in one line instead of after Hydra's listing.
+        for line in [*unknown, *method_without_config(overrides), *experiment_folder_hint(overrides)]:
+            print(f"mixbench: error: {line}", file=sys.stderr)
+        return 2
+    return None
 
 
 def _leave_process_group(finished: bool) -> None:
