@@ -78,8 +78,8 @@ def command_help(command: str, overrides: list[str] = ()) -> str:
         lines.append(f"  {group:<11} {', '.join(options)}")
     lines += [
         "",
-        f"Defaults are in {CONF_DIR / (command + '.yaml')}; print the resolved config with",
-        f"`mixbench {command} --cfg job`. Results go to results_dir (default: ./results).",
+        f"Defaults are in {CONF_DIR / (command + '.yaml')}; print the config with `mixbench {command} --cfg job`",
+        "(add --resolve to fill in ${...} values). Results go to results_dir (default: ./results).",
     ]
     return "\n".join(lines)
 
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_command(sys.argv[1:])
     finally:
-        # The command is over and its results are saved. Python then frees torch's memory and
-        # threads for a second or two with the default SIGINT action, so Ctrl-C there would end
-        # the process with status -2 and no message; the rest of shutdown ignores it instead.
+        # The command is over and its results are saved. Python then spends a second or two freeing
+        # torch's memory and threads, with SIGINT back at its default action, where Ctrl-C would end
+        # the process with status -2 and no message. The rest of shutdown ignores Ctrl-C instead.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -165,6 +165,11 @@ def _answered_without_hydra(argv: list[str]) -> int | None:
     if not CONF_DIR.is_dir():
         print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
         return 2
+    printing = [item for item in overrides if item in ("--cfg", "-c", "--info", "-i")]
+    if printing and ("-m" in overrides or "--multirun" in overrides):
+        print(f"mixbench: error: -m launches a sweep and {printing[0]} prints a config instead; to print one member's "
+              f"config, drop -m and give each swept key one of its values.", file=sys.stderr)
+        return 2
     unknown = unknown_plain_choices(command, overrides)
     if unknown:
         # A misspelt option (method=doremii) is reported here in one line instead of after Hydra's listing.
@@ -220,6 +225,7 @@ def _guarded(task):
             # the others only their warnings and errors.
             logging.getLogger().setLevel(logging.WARNING)
         _tag_sweep_member_lines(cfg)
+        interrupts.hear_interrupts_in_member()
         try:
             # Log lines go through tqdm, so that they do not land in the middle of a progress bar.
             with logging_redirect_tqdm():

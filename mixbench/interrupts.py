@@ -71,6 +71,23 @@ def print_interrupted(key: str) -> None:
     )
 
 
+def hear_interrupts_in_member() -> None:
+    """Let SIGINT stop this sweep member even when the member was started with SIGINT ignored.
+
+    A launcher stops its members with SIGINT (`report_interrupt`). A sweep started with `&` from a
+    script inherits SIGINT as ignored, and its members would then train on after the launcher exits.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Only the main thread may set a handler; a member run in another thread keeps the disposition.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def in_joblib_member() -> bool:
     """Return whether this process runs a member of a sweep under Hydra's joblib launcher."""
     from hydra.core.hydra_config import HydraConfig

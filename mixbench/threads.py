@@ -9,7 +9,8 @@ hydra.sweeper.max_batch_size) starts at once, and the count is divided by their 
 a run actually used is written back into `train.threads`, so its run spec records it. Run ids leave
 threads out, so a run trained at one count is reused at another. `mixbench benchmark
 experiment.jobs=N` divides the count the same way among its worker processes, the smaller of N and
-the number of tasks.
+the number of tasks. Under torchrun or accelerate launch, the count is divided among the run's
+processes on this machine (LOCAL_WORLD_SIZE).
 """
 
 import logging
@@ -151,20 +152,25 @@ def set_torch_threads(train) -> int:
     import torch
 
     cores = available_cores()
-    members = parallel_members(cores)
+    # torchrun and accelerate launch start LOCAL_WORLD_SIZE processes on this machine, all training at once.
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    members = parallel_members(cores) * processes
     requested = train.get("threads", 0)
     requested = 0 if requested is None else requested
     count = member_threads(requested, members, cores)
     if count:
         torch.set_num_threads(count)
     used = torch.get_num_threads()
-    if members > 1:
+    if members > 1 and processes > 1:
+        log.info("torch threads: %d per process (train.threads=%s, %d processes of this run on this machine)",
+                 used, requested, members)
+    elif members > 1:
         log.info("torch threads: %d per member (train.threads=%s, %d parallel sweep members)", used, requested, members)
-        if requested != 0:
-            warn_oversubscribed(
-                requested, used, members, cores, "parallel members",
-                "hydra.launcher.n_jobs under joblib, hydra.sweeper.max_batch_size under submitit_local",
-            )  # fmt: skip
+    if members > 1 and processes == 1 and requested != 0:
+        warn_oversubscribed(
+            requested, used, members, cores, "parallel members",
+            "hydra.launcher.n_jobs under joblib, hydra.sweeper.max_batch_size under submitit_local",
+        )  # fmt: skip
     if isinstance(train, DictConfig):
         with open_dict(train):
             train.threads = used

@@ -33,6 +33,14 @@ def test_help_lists_commands(tmp_path):
     assert "stratified" in result.stdout
 
 
+def test_sweep_with_config_printing_is_one_error(tmp_path):
+    # Hydra takes -m and --cfg together as a usage error and raises it as a traceback.
+    result = mixbench("run", "-m", "method=stratified,natural", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("mixbench: error: -m launches a sweep and --cfg prints a config instead")
+    assert "Traceback" not in result.stderr
+
+
 def test_unknown_command_suggests_close_match(tmp_path):
     result = mixbench("benchmrk", cwd=tmp_path)
     assert result.returncode == 2

@@ -211,6 +211,10 @@ def test_missing_domain_folder_raises(tmp_path):
 
     with pytest.raises(DataError, match="'pythn'.*Did you mean 'python'"):
         prepare_corpus(folder_config(root, tmp_path / "cache", domains=["pythn"]))
+    # A data.path one level too high: every listed domain is missing, and all are named at once.
+    with pytest.raises(DataError, match=r"data.path .* has no folder for domain\(s\) 'arxiv', 'book', which data.domains "
+                                        r"lists. Its folders are domains: point data.path"):
+        prepare_corpus(folder_config(tmp_path, tmp_path / "cache", domains=["arxiv", "book"]))
 
 
 def test_missing_path_raises(tmp_path):

@@ -52,11 +52,14 @@ def plugin_dir(tmp_path):
     return tmp_path
 
 
-def start(plugin_dir: Path, *arguments: str) -> subprocess.Popen:
+def start(plugin_dir: Path, *arguments: str, ignore_sigint: bool = False) -> subprocess.Popen:
     path = os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH")]))
     environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, MARKS=str(plugin_dir / "marks"))
+    # A shell script's `command &` starts the command with SIGINT ignored, and its children inherit that.
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     return subprocess.Popen([sys.executable, "-m", "mixbench", *arguments], cwd=plugin_dir, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=ignore)
 
 
 def wait_for_marks(plugin_dir: Path, count: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -97,10 +100,11 @@ def test_benchmark_workers_stop_and_queue_dropped(plugin_dir):
     assert sorted(path.name for path in (plugin_dir / "marks").iterdir()) == ["started-0", "started-1"]
 
 
-def test_submitit_members_stop_with_launcher(plugin_dir):
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["terminal", "started-with-sigint-ignored"])
+def test_submitit_members_stop_with_launcher(plugin_dir, ignore_sigint):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     process = start(plugin_dir, "run", "-m", "hydra/launcher=submitit_local", *SIM, "method=waiting", "seed=0,1",
-                    "results_dir=results")
+                    "results_dir=results", ignore_sigint=ignore_sigint)
     wait_for_marks(plugin_dir, 2, process)
     status, stderr, seconds = stop(process)
     assert status == 143, stderr[-3000:]

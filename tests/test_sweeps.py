@@ -109,6 +109,20 @@ def test_set_torch_threads_records_count():
         torch.set_num_threads(before)
 
 
+def test_torchrun_processes_divide_threads(monkeypatch, caplog):
+    # torchrun sets LOCAL_WORLD_SIZE in each process it starts; 2 threads for 2 processes give 1 each.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    before = torch.get_num_threads()
+    try:
+        train = {"threads": 2}
+        with caplog.at_level("INFO", logger="mixbench.threads"):
+            assert set_torch_threads(train) == 1
+        assert train["threads"] == 1
+        assert "1 per process (train.threads=2, 2 processes of this run on this machine)" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def joblib_sweep(tmp_path):
     """Set Hydra's config to a member of a joblib sweep over `overrides` in `tmp_path`, at `n_jobs`."""

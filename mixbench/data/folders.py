@@ -7,6 +7,7 @@ Supported files in a domain folder (searched recursively, hidden files skipped):
 """
 
 import codecs
+import difflib
 import gzip
 import json
 import logging
@@ -48,8 +49,14 @@ def load_folder_domains(settings: DataSettings) -> dict[str, tuple[list[Document
     loaded = {}
     for domain in domains:
         if domain not in available:
-            error = unknown_name_error("domain folder", domain, available, f"Looked in {root}.")
-            raise DataError(str(error))
+            missing = [name for name in domains if name not in available]
+            close = [match for name in missing for match in difflib.get_close_matches(name, available, n=1)]
+            hint = f" Did you mean {', '.join(repr(name) for name in close)}?" if close else ""
+            raise DataError(
+                f"data.path {root} has no folder for domain(s) {', '.join(repr(name) for name in missing)}, which "
+                f"data.domains lists.{hint} Its folders are {', '.join(available)}: point data.path to the folder "
+                "that holds one sub-folder per domain, or list only those in data.domains."
+            )
         _check_domain_name(domain, root / domain)
         documents = _read_domain_folder(root / domain, settings.text_column)
         loaded[domain] = _finish_domain(
