@@ -10,6 +10,7 @@ from mixbench import interrupts
 from mixbench.config_files import CONF_DIR, config_groups, group_options, quiet_hydra_migration_warning
 from mixbench.errors import MixbenchError
 from mixbench.override_hints import (
+    added_key_typos,
     experiment_folder_hint,
     method_without_config,
     misspelt_keys,
@@ -62,7 +63,7 @@ def usage() -> str:
     lines += [
         "",
         "Settings are Hydra overrides (key=value, group=option); `-m` runs a sweep (run, benchmark).",
-        "`mixbench <command> --help` lists that command's settings; `--cfg job` prints the full config.",
+        "`mixbench <command> --help` lists that command's config groups and examples; `--cfg job` prints its config.",
     ]
     return "\n".join(lines)
 
@@ -150,9 +151,14 @@ def run_command(argv: list[str]) -> int:
 
 def _answered_without_hydra(argv: list[str]) -> int | None:
     """Print the usage, a command's help or an error that needs no config composed; return the exit status, or None."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        # No command is a usage error, as in other command-line tools; --help asks for the usage.
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
+
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=2)
@@ -165,14 +171,17 @@ def _answered_without_hydra(argv: list[str]) -> int | None:
     if not CONF_DIR.is_dir():
         print(f"mixbench: config folder {CONF_DIR} not found; install mixbench from a checkout with `pip install -e .`.", file=sys.stderr)
         return 2
+
     printing = [item for item in overrides if item in ("--cfg", "-c", "--info", "-i")]
     if printing and ("-m" in overrides or "--multirun" in overrides):
         print(f"mixbench: error: -m launches a sweep and {printing[0]} prints a config instead; to print one member's "
               f"config, drop -m and give each swept key one of its values.", file=sys.stderr)
         return 2
-    unknown = unknown_plain_choices(command, overrides)
+
+    # A misspelt option (method=doremii) or + key (+experiment.method) is reported before hydra.main
+    # runs, in one line, so Hydra's listing or its advice to add the key with + never comes first.
+    unknown = unknown_plain_choices(command, overrides) or added_key_typos(command, overrides)
     if unknown:
-        # A misspelt option (method=doremii) is reported here in one line instead of after Hydra's listing.
         for line in [*unknown, *method_without_config(overrides), *experiment_folder_hint(overrides)]:
             print(f"mixbench: error: {line}", file=sys.stderr)
         return 2

@@ -8,7 +8,15 @@ import difflib
 import importlib
 import re
 
-from mixbench.config_files import CONF_DIR, config_folders, config_groups, group_options, has_config, searchpath_overrides
+from mixbench.config_files import (
+    CONF_DIR,
+    config_folders,
+    config_groups,
+    group_options,
+    has_config,
+    quiet_hydra_migration_warning,
+    searchpath_overrides,
+)
 
 
 def unknown_choices(overrides: list[str]) -> list[str]:
@@ -149,7 +157,9 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
                      f"a law sweep on the corpus (experiment=laws_static, laws_dynamic or laws_param) takes them as training.{leaf}")
             hint = f"here train.* names the run-table files ({', '.join(names)}); {sweep}."
         elif close:
-            hint = f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}?"
+            # Hydra's own message suggests a leading +, which would add a key that nothing reads.
+            hint = (f"did you mean {' or '.join(f'{parent}.{name}' if parent else name for name in close)}? "
+                    f"(Adding {leaf} with a leading + would make a new setting that mixbench never reads.)")
         elif parent == "method":
             # `name` picks the method, and the other keys are its hyperparameters.
             own = [name for name in names if name != "name"]
@@ -159,6 +169,50 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
             hint = f"its settings are {', '.join(names)}."
         full_key = f"{parent}.{leaf}" if parent else leaf
         lines.append(f"{full_key} is not a setting of mixbench {command}{context}; {hint}")
+    return lines
+
+
+def added_key_typos(command: str, overrides: list[str]) -> list[str]:
+    """Return a line for each `+key=value` whose key is one letter or so from a key that exists beside it.
+
+    Hydra accepts any new key added with +, and mixbench reads only the keys it knows, so a
+    misspelt key added this way (+experiment.method, +seeds) would be ignored without a word.
+    Per-method overrides are left alone: their new entries are added with + on purpose.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig, OmegaConf
+
+    added = [item for item in overrides if item.startswith("+") and not item.startswith("++") and "=" in item]
+    if not added:
+        return []
+    quiet_hydra_migration_warning()
+    command_groups = command_group_defaults(command)
+    choices = [item.split(",")[0] for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))
+               and item.split("=", 1)[0] in command_groups]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=command, overrides=[*choices, *searchpath_overrides(overrides)])
+    except Exception:  # noqa: BLE001 - Hydra reports a config that does not compose itself
+        return []
+    lines = []
+    for item in added:
+        key, value = item[1:].split("=", 1)
+        parent, _, leaf = key.rpartition(".")
+        if parent and OmegaConf.select(cfg, parent) is None:
+            # A section that does not exist (+mthod.eta): compare its first missing part instead.
+            parent, leaf = _first_missing(cfg, key)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf in node or "method_overrides" in parent.split("."):
+            continue
+        names = [str(name) for name in node.keys()]
+        if not parent:
+            names += [group for group in command_groups if group not in names]
+        close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.8)
+        if close:
+            near = f"{parent}.{close[0]}" if parent else close[0]
+            rest = key[len(f"{parent}.{leaf}" if parent else leaf):]
+            lines.append(f"+{key} adds a new setting that mixbench never reads; did you mean {near}{rest}? Set it "
+                         f"without the +: {near}{rest}={value}.")
     return lines
 
 

@@ -25,6 +25,10 @@ def mixbench(*args, cwd):
 def test_help_lists_commands(tmp_path):
     result = mixbench("--help", cwd=tmp_path)
     assert result.returncode == 0
+    # Without a command the usage goes to stderr as a usage error.
+    bare = mixbench(cwd=tmp_path)
+    assert bare.returncode == 2
+    assert bare.stderr.startswith("usage: mixbench <command>")
     for command in ("prepare", "run", "benchmark", "table"):
         assert command in result.stdout
     result = mixbench("run", "--help", cwd=tmp_path)
@@ -332,3 +336,21 @@ def test_only_rank_zero_logs_progress(text_folders, tmp_path):
     assert "mixbench: corpus " in lines["0"]
     assert "mixbench: corpus " not in lines["1"]
     assert "mixbench: domain " not in lines["1"]
+
+
+def test_added_key_typo_rejected(tmp_path):
+    from mixbench.override_hints import added_key_typos
+
+    # Hydra suggests a leading + for a misspelt key; the key it adds would be read by nothing.
+    assert added_key_typos("benchmark", ["+experiment.method=[natural]"]) == [
+        "+experiment.method adds a new setting that mixbench never reads; did you mean experiment.methods? "
+        "Set it without the +: experiment.methods=[natural]."]
+    assert "did you mean method.eta?" in added_key_typos("run", ["method=aioli", "+mthod.eta=2"])[0]
+    assert "did you mean seed?" in added_key_typos("figures", ["+seeds=1"])[0]
+    # New per-method entries and unrelated new keys are added with + on purpose.
+    assert added_key_typos("benchmark", ["+experiment.method_overrides.fixed={mixture: [1]}"]) == []
+    assert added_key_typos("run", ["+method.temperature=2"]) == []
+
+    result = mixbench("table", "+experimnt=sim", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("mixbench: error: +experimnt adds a new setting that mixbench never reads; did you mean experiment?")

@@ -70,11 +70,17 @@ def file_texts(paths, limit: int, start: str | None = None) -> list[str]:
     return texts
 
 
+def licence_files() -> list[Path]:
+    """Return the licence texts of the installed wheels: in dist-info itself, or in its licenses/ folder (newer wheels)."""
+    found = {*SITE.glob("*.dist-info/LICENSE*"), *SITE.glob("*.dist-info/licenses/**/*")}
+    return sorted(path for path in found if path.is_file())
+
+
 def write_domains(root: Path, documents: int = 12, max_chars: int = 3000) -> Path:
     """Write one .jsonl file of real text per domain, `documents` documents each."""
     sources = {
         "arxiv": docstrings("sympy", documents),
-        "book": file_texts(sorted(SITE.glob("*.dist-info/LICENSE*")), documents),
+        "book": file_texts(licence_files(), documents),
         "c4": file_texts(sorted(SITE.glob("*.dist-info/METADATA")), documents, start="\n\n"),
         "commoncrawl": docstrings("transformers/generation", documents),
         "github": file_texts(sorted((SITE / "torch" / "nn" / "modules").glob("*.py")), documents),

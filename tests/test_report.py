@@ -169,6 +169,8 @@ def test_latex_escapes_names_and_keeps_columns_aligned(tmp_path):
         assert len(counts) == 1, lines
     assert "95\\% CI" in text
     assert "$[-1.550, -0.116]$" in text
+    # The win/loss tabular keeps every column of the markdown summary, not_compared included.
+    assert "Significant losses & Not compared \\\\" in text
 
 
 def test_filters_keep_chosen_rows_only(tmp_path):

@@ -148,9 +148,9 @@ def to_latex(table: Table, title: str) -> str:
         lines += _tabular(names[:-1] + [latex_escape(domain) for domain in domains], body, len(names) - 1)
 
     if table.win_loss:
-        lines += ["", "% Settings in which each method beats stratified (wins), trails it (losses) or ties."]
-        headers = ["Method", "Settings", "Wins", "Losses", "Ties", "Significant wins", "Significant losses"]
-        body = [[latex_escape(entry["method"])] + [str(entry[key]) for key in WIN_LOSS_COLUMNS[1:7]] for entry in table.win_loss]
+        lines += ["", "% Settings in which each method beats stratified (wins), trails it (losses) or ties, and those without a comparison."]
+        headers = ["Method", "Settings", "Wins", "Losses", "Ties", "Significant wins", "Significant losses", "Not compared"]
+        body = [[latex_escape(entry["method"])] + [str(entry[key]) for key in WIN_LOSS_COLUMNS[1:]] for entry in table.win_loss]
         lines += _tabular(headers, body, 1)
     return "\n".join(lines) + "\n"
 
