@@ -152,7 +152,7 @@ def run_command(argv: list[str]) -> int:
 def _answered_without_hydra(argv: list[str]) -> int | None:
     """Print the usage, a command's help or an error that needs no config composed; return the exit status, or None."""
     if not argv:
-        # No command is a usage error, as in other command-line tools; --help asks for the usage.
+        # No command is a usage error, as in other command-line tools. --help prints the usage and exits 0.
         print(usage(), file=sys.stderr)
         return 2
     if argv[0] in ("-h", "--help", "help"):

@@ -1,4 +1,4 @@
-"""Where mixbench's Hydra configs live: the package's conf folder and the folders a command line adds to Hydra's search path."""
+"""Config folders of mixbench's Hydra configs: the package's conf folder and those a command line adds to the search path."""
 
 import warnings
 from pathlib import Path

@@ -100,27 +100,45 @@ def method_without_config(overrides: list[str]) -> list[str]:
     ]
 
 
-def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
-    """Return a line for each override whose key is not in the command's config, with the closest keys."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import DictConfig, OmegaConf
+def _group_items(command: str, overrides: list[str]) -> list[str]:
+    """Return the `group=option` overrides of the config groups that `command` composes.
 
-    settings = [item for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))]
-    # Group choices decide which keys exist; a sweep's list of choices is represented by its first.
-    # A dot-less key that names no config group is a top-level setting, checked below like the others.
-    # A group that the command does not compose (method in benchmark) is left out, so that the others compose.
+    A group that the command does not compose (method in benchmark) is left out, so that the others
+    compose. A dot-less key that names no config group is a top-level setting, not a choice.
+    """
     command_groups = command_group_defaults(command)
-    groups = [item for item in settings if "." not in item.split("=", 1)[0] and group_options(item.split("=", 1)[0], overrides)
-              and item.split("=", 1)[0] in command_groups]
-    choices = [item.split(",")[0] for item in groups]
-    swept = [choice for choice, item in zip(choices, groups) if "," in item]
-    context = f" with {' '.join(swept)}" if swept else ""
+    settings = [item for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))]
+    return [item for item in settings if "." not in item.split("=", 1)[0]
+            and group_options(item.split("=", 1)[0], overrides) and item.split("=", 1)[0] in command_groups]
+
+
+def _chosen_config(command: str, overrides: list[str]):
+    """Compose `command`'s config with only the group choices of `overrides`; return it (None if it fails) and the choices.
+
+    Group choices decide which keys exist, and a sweep's list of choices is represented by its first.
+    """
+    from hydra import compose, initialize_config_dir
+
+    choices = [item.split(",")[0] for item in _group_items(command, overrides)]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             # With the search path, a plugin's config files (method/NAME.yaml) are found as in the command.
-            cfg = compose(config_name=command, overrides=[*choices, *searchpath_overrides(overrides)])
-    except Exception:  # noqa: BLE001 - the choices themselves may be what failed; Hydra has said why
+            return compose(config_name=command, overrides=[*choices, *searchpath_overrides(overrides)]), choices
+    except Exception:  # noqa: BLE001 - the choices themselves may be what failed, and Hydra reports why
+        return None, choices
+
+
+def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
+    """Return a line for each override whose key is not in the command's config, with the closest keys."""
+    from omegaconf import DictConfig, OmegaConf
+
+    settings = [item for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))]
+    command_groups = command_group_defaults(command)
+    cfg, choices = _chosen_config(command, overrides)
+    if cfg is None:
         return []
+    swept = [choice for choice, item in zip(choices, _group_items(command, overrides)) if "," in item]
+    context = f" with {' '.join(swept)}" if swept else ""
     lines = []
     for item in settings:
         key = item.split("=", 1)[0]
@@ -175,11 +193,10 @@ def misspelt_keys(command: str, overrides: list[str]) -> list[str]:
 def added_key_typos(command: str, overrides: list[str]) -> list[str]:
     """Return a line for each `+key=value` whose key is one letter or so from a key that exists beside it.
 
-    Hydra accepts any new key added with +, and mixbench reads only the keys it knows, so a
+    Hydra accepts any new key added with +, and mixbench reads only the keys it defines, so a
     misspelt key added this way (+experiment.method, +seeds) would be ignored without a word.
     Per-method overrides are left alone: their new entries are added with + on purpose.
     """
-    from hydra import compose, initialize_config_dir
     from omegaconf import DictConfig, OmegaConf
 
     added = [item for item in overrides if item.startswith("+") and not item.startswith("++") and "=" in item]
@@ -187,12 +204,8 @@ def added_key_typos(command: str, overrides: list[str]) -> list[str]:
         return []
     quiet_hydra_migration_warning()
     command_groups = command_group_defaults(command)
-    choices = [item.split(",")[0] for item in overrides if "=" in item and not item.startswith(("+", "~", "-", "hydra"))
-               and item.split("=", 1)[0] in command_groups]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name=command, overrides=[*choices, *searchpath_overrides(overrides)])
-    except Exception:  # noqa: BLE001 - Hydra reports a config that does not compose itself
+    cfg, _ = _chosen_config(command, overrides)
+    if cfg is None:
         return []
     lines = []
     for item in added:

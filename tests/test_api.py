@@ -223,7 +223,7 @@ def test_failed_benchmark_error_carries_rows(tmp_path):
     assert rows == {row["method"]: row for row in api.table(experiment="sim", results_dir=tmp_path)}
 
 
-def test_fixed_mixture_as_list_or_mapping_is_one_row(tmp_path):
+def test_fixed_mixture_forms_one_row(tmp_path):
     results = tmp_path / "results"
     short = ["sim.steps=40", "sim.eval_every=20", "sim.warmup_steps=4"]
     forms = [{"mixture": [0.5, 0.5, 0, 0, 0]}, {"mixture": {"d0": 0.5, "d1": 0.5}},

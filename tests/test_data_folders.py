@@ -466,7 +466,8 @@ def test_byte_cap_takes_whole_documents(tmp_path, caplog):
     # The dropped documents are reported with the setting that keeps them; a domain under the cap is not.
     capped = [r.getMessage() for r in caplog.records if "max_bytes_per_domain=1050 keeps" in r.getMessage()]
     assert len(capped) == 1
-    assert "domain capped" in capped[0] and "10 of its 20 documents" in capped[0]
+    assert "domain capped" in capped[0]
+    assert "10 of its 20 documents" in capped[0]
     assert "max_bytes_per_domain=null" in capped[0]
 
 

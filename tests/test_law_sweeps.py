@@ -388,7 +388,7 @@ def test_top_level_laws_in_dynamic_sweep():
         laws(cfg)
 
 
-def test_sim_sweep_names_training_settings_it_does_not_read(tmp_path, caplog):
+def test_sim_sweep_warns_unread_settings(tmp_path, caplog):
     from mixbench import api
 
     with caplog.at_level("WARNING", logger="mixbench"):
@@ -408,7 +408,7 @@ def test_sweep_setting_mistakes_name_the_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"which experiment=laws_static_sim has"):
         api.laws(overrides=["experiment=laws_static", "experiment.setting=sim", results])
 
-    # A law sweep's folder is not a benchmark's: `mixbench table` says which command reads it.
+    # A law sweep's folder is not a benchmark's, so `mixbench table` names the commands that read it.
     api.laws(overrides=["experiment=laws_static_sim", "sim.steps=60", "sim.warmup_steps=6", results])
     with pytest.raises(ConfigError, match=r"contains the report of a law sweep \(laws_static.md\), not method results"):
         api.table(overrides=["experiment=laws_static_sim", results])

@@ -297,8 +297,8 @@ def _state_loader(setting, spec: RunSpec, point: dict):
 def _check_rounds_fit(options: ParamOptions, method, context, total: int) -> None:
     """Reject chosen rounds beyond the run's last round boundary before the run trains.
 
-    A run records at most one estimate of A per round, so the boundaries bound the rounds;
-    `branch_points` checks the estimates the trained run actually recorded.
+    A run records at most one estimate of A per round, so the boundaries bound the rounds.
+    `branch_points` later checks the estimates the trained run actually recorded.
     """
     length = round_length(method, context)
     if length is None:

@@ -29,7 +29,7 @@ def warn_unused_overrides(train_group: str = "train") -> list[str]:
     """Warn about command-line settings that the simulator does not read, and return them.
 
     The simulator trains no model on no corpus, so overrides of `train_group` (train, or training
-    in law sweeps), model and data change nothing; its own settings are under sim. Thread counts
+    in law sweeps), model and data change nothing. Its own settings are under sim. Thread counts
     are left out of the warning, because a command line may set them for every experiment alike.
     """
     from hydra.core.hydra_config import HydraConfig
